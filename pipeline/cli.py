@@ -1,0 +1,139 @@
+"""`reelface restore | probe | analyze | evaluate | models`: argument parsing only; work lives elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import ReelfaceError
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="default", help="preset name in configs/ or a YAML file (default: default)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value, e.g. --set encode.codec=ffv1 (repeatable)")
+
+
+def _load(args: argparse.Namespace, extra: list[str]):
+    from .config import load_config
+
+    return load_config(args.config, [*args.overrides, *extra])
+
+
+def _parse_refs(items: list[str]) -> list[str]:
+    """--ref NAME=a.jpg,b.jpg -> the override that puts those photos in references.photos."""
+    photos: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, paths = item.partition("=")
+        if not sep or not name or not paths:
+            raise ReelfaceError(f"--ref '{item}' must look like NAME=photo1.jpg,photo2.jpg")
+        photos.setdefault(name, []).extend(str(Path(p).expanduser()) for p in paths.split(","))
+    return [f"references.photos={json.dumps(photos)}"] if photos else []
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from .video import probe
+
+    print(json.dumps(probe(args.input).to_dict(), indent=2))
+
+
+def cmd_restore(args: argparse.Namespace) -> None:
+    from .run import restore
+
+    extra = _parse_refs(args.ref)
+    for key, value in (("restore.restorer", args.restorer), ("blend.strength", args.strength),
+                       ("encode.codec", args.encoder), ("run.executor", args.executor),
+                       ("run.address", args.address), ("run.work_dir", args.work_dir),
+                       ("run.preview_seconds", args.preview)):
+        if value is not None:
+            extra.append(f"{key}={value}")
+    restore(args.input, args.output, _load(args, extra), overwrite=args.overwrite)
+
+
+def cmd_analyze(args: argparse.Namespace) -> None:
+    from tracking.analyze import analyze
+
+    analyze(args.input, args.output, _load(args, []), preview=args.preview)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate
+
+    report = evaluate(args.restored, args.input, ground_truth=args.ground_truth, out_dir=args.out_dir)
+    print(json.dumps(report, indent=2))
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from .restorers.registry import describe_models, download_model
+
+    if args.action == "download":
+        if not args.name:
+            raise ReelfaceError("usage: reelface models download NAME")
+        download_model(args.name, _load(args, []))
+    else:
+        print(describe_models(_load(args, [])))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reelface", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("restore", help="restore every face in a video")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--restorer", help="fusion | osdface | onnx | identity")
+    p.add_argument("--strength", type=float, help="0 keeps the input, 1 the full restoration")
+    p.add_argument("--encoder", help="libx264 | libx265 | prores_ks | ffv1")
+    p.add_argument("--executor", choices=["local", "ray"])
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    p.add_argument("--work-dir", help="manifest and chunk files (default: <output>.work)")
+    p.add_argument("--preview", type=float, metavar="SECONDS", help="restore only the first SECONDS, side by side")
+    p.add_argument("--ref", action="append", default=[], metavar="NAME=a.jpg,b.jpg",
+                   help="reference photos of a person (repeatable)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _config_args(p)
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("probe", help="print a video's streams, colour, timing and keyframes as JSON")
+    p.add_argument("input")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("analyze", help="detect and track faces, write tracks.json (and a preview)")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True, help="tracks.json path")
+    p.add_argument("--preview", help="write a video with boxes, ids and landmarks drawn")
+    _config_args(p)
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("evaluate", help="quality and temporal metrics of a restored video")
+    p.add_argument("restored")
+    p.add_argument("--input", required=True, help="the video that was restored")
+    p.add_argument("--ground-truth", help="clean video, when known (generated clips)")
+    p.add_argument("--out-dir", help="where to write the side-by-side and the report")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("models", help="list restorer backends and their weights, or download them")
+    p.add_argument("action", nargs="?", choices=["list", "download"], default="list")
+    p.add_argument("name", nargs="?")
+    _config_args(p)
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ReelfaceError as exc:
+        print(f"reelface: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("reelface: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

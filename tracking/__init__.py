@@ -1,0 +1,1 @@
+"""Faces over time: detection, embeddings, Kalman tracking, shot cuts, landmark smoothing."""
