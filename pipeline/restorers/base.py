@@ -1,0 +1,68 @@
+"""The restorer protocol shared by every backend, and the few helpers they all need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from ..errors import ReelfaceError
+
+CROP_SIZE = 512
+
+
+@dataclass
+class TrackRefs:
+    """The references of one track/person: aligned crops (K, 3, 512, 512) in [0, 1] and an identity embedding."""
+
+    crops: torch.Tensor
+    embedding: torch.Tensor | None = None
+
+
+@runtime_checkable
+class Restorer(Protocol):
+    name: str
+    # 0 for per-frame restorers; r > 0: the caller passes whole ordered runs of one track and keeps only
+    # the outputs whose r neighbours on each side were present.
+    temporal_radius: int
+
+    def restore(self, crops: torch.Tensor, refs: list[TrackRefs] | None) -> torch.Tensor:
+        """(B, 3, 512, 512) in [0, 1] -> (B, 3, 512, 512) in [0, 1]; same input, same output."""
+        ...
+
+
+def check_crops(crops: torch.Tensor) -> None:
+    """Refuse what no restorer can take, with the shape it got (a caller bug, stated plainly)."""
+    if not isinstance(crops, torch.Tensor) or crops.ndim != 4 or tuple(crops.shape[1:]) != (3, CROP_SIZE, CROP_SIZE):
+        got = tuple(crops.shape) if isinstance(crops, torch.Tensor) else type(crops).__name__
+        raise ReelfaceError(f"restorers take face crops shaped (B, 3, {CROP_SIZE}, {CROP_SIZE}), got {got}")
+    if not crops.is_floating_point():
+        raise ReelfaceError(f"restorers take float crops in [0, 1], got dtype {crops.dtype}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> the first GPU when there is one, else the CPU; 'cuda' without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ReelfaceError(f"restore.device '{name}' is not a device (auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ReelfaceError(f"restore.device is '{name}' but torch sees no GPU: use restore.device=cpu or auto")
+    return device
+
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bf16 on a GPU that has it (else fp16), fp32 on the CPU (half precision is slow there)."""
+    if name == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if name not in _DTYPES:
+        raise ReelfaceError(f"restore.dtype '{name}' is unknown (auto, {', '.join(_DTYPES)})")
+    return _DTYPES[name]

@@ -1,0 +1,105 @@
+"""Restorer backends by name: build one from the config, describe their weights, download them.
+
+Backends are imported only when used, so `identity` and `fusion` never import diffusers and a missing
+optional backend breaks only itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import ReelfaceError
+from .base import Restorer
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    factory: str  # "module:attribute", called with the restore config section
+    summary: str
+
+
+BACKENDS = {b.name: b for b in (
+    Backend("fusion", "pipeline.restorers.fusion:FusionRestorer",
+            "multi-frame fusion along each track; no weights, nothing invented"),
+    Backend("osdface", "pipeline.restorers.osdface:load_restorer",
+            "one-step diffusion (OSDFace weights on Stable Diffusion 2.1-base)"),
+    Backend("onnx", "pipeline.restorers.onnx:OnnxRestorer",
+            "your 512x512 face restorer in ONNX (GFPGAN / CodeFormer / GPEN style)"),
+    Backend("identity", "pipeline.restorers.identity:IdentityRestorer",
+            "returns the input (baseline for benchmarks and tests)"),
+)}
+
+
+def _resolve(backend: Backend) -> Callable:
+    module_name, attribute = backend.factory.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise ReelfaceError(f"restorer '{backend.name}' is not available in this installation") from None
+        raise ReelfaceError(f"restorer '{backend.name}' needs the package '{exc.name}': "
+                            "reinstall reelface (bash scripts/setup.sh)") from None
+    return getattr(module, attribute)
+
+
+def _backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise ReelfaceError(f"unknown restorer '{name}' (known: {', '.join(BACKENDS)})")
+    return BACKENDS[name]
+
+
+def get_restorer(restore_cfg) -> Restorer:
+    """The restorer named by restore_cfg.restorer, ready to run."""
+    return _resolve(_backend(restore_cfg.restorer))(restore_cfg)
+
+
+def _weights_lines(name: str, restore_cfg) -> list[str]:
+    if name == "osdface":
+        from .osdface_weights import status_lines
+
+        return status_lines(restore_cfg)
+    if name == "onnx":
+        from .onnx import status_lines
+
+        return status_lines(restore_cfg)
+    return ["  needs no weights"]
+
+
+def describe_models(cfg) -> str:
+    """What `reelface models` prints: each backend, where its weights are looked for, present or not.
+
+    Weight locations depend on restore.weights / restore.base_model, which belong to the configured
+    restorer; the other backends are shown with their default places.
+    """
+    lines = []
+    for name, backend in BACKENDS.items():
+        restore_cfg = cfg.restore if cfg.restore.restorer == name else _with_defaults(cfg.restore)
+        chosen = "  (configured)" if cfg.restore.restorer == name else ""
+        lines.append(f"{name}: {backend.summary}{chosen}")
+        lines.extend(_weights_lines(name, restore_cfg))
+    return "\n".join(lines)
+
+
+def _with_defaults(restore_cfg):
+    import dataclasses
+
+    return dataclasses.replace(restore_cfg, weights=None)
+
+
+def download_model(name: str, cfg) -> str:
+    """Fetch what can be fetched for backend `name`; returns what was done and what is left to do."""
+    _backend(name)
+    restore_cfg = cfg.restore if cfg.restore.restorer == name else _with_defaults(cfg.restore)
+    if name == "osdface":
+        from .osdface_weights import download
+
+        return download(restore_cfg)
+    if name == "onnx":
+        from .onnx import default_dir
+
+        raise ReelfaceError(f"the onnx restorer runs your own model file: export your face restorer to ONNX and put "
+                            f"it in {default_dir()} or set restore.weights=/path/model.onnx")
+    return f"{name}: needs no weights"
