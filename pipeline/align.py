@@ -1,0 +1,149 @@
+"""Face alignment: 5-point similarity to the 512 FFHQ template, warps in and out, soft paste masks.
+
+Every face crop in the pipeline is the 512x512 FFHQ alignment of a face; everything a restorer does
+happens in that space and comes back to the frame through the inverse of the same transform.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+CROP_SIZE = 512
+
+# FFHQ alignment at 512 (left eye, right eye, nose, left mouth, right mouth), as used by the
+# GFPGAN/CodeFormer family: restorers trained on FFHQ expect faces exactly here.
+FFHQ_TEMPLATE_512 = np.array(
+    [[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
+     [201.26117, 371.41043], [313.08905, 371.15118]], dtype=np.float32)
+
+
+def template(size: int = CROP_SIZE) -> np.ndarray:
+    """The 5-point template scaled to a crop of `size` pixels."""
+    return FFHQ_TEMPLATE_512 * (size / 512.0)
+
+
+def estimate_transforms(landmarks: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """Least-squares similarity transforms (N,2,3) mapping frame landmarks (N,5,2) onto the template.
+
+    Closed form for x' = a*x - b*y + tx, y' = b*x + a*y + ty over the 5 points, for all faces at once.
+    """
+    src = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
+    dst = template(size).astype(np.float64)[None]
+    src_mean, dst_mean = src.mean(1, keepdims=True), dst.mean(1, keepdims=True)
+    p, q = src - src_mean, dst - dst_mean
+    norm = np.maximum((p ** 2).sum((1, 2)), 1e-9)
+    a = (p * q).sum((1, 2)) / norm
+    b = (p[..., 0] * q[..., 1] - p[..., 1] * q[..., 0]).sum(1) / norm
+    rot = np.stack([np.stack([a, -b], -1), np.stack([b, a], -1)], 1)  # (N,2,2)
+    t = dst_mean[:, 0] - np.einsum("nij,nj->ni", rot, src_mean[:, 0])
+    return np.concatenate([rot, t[..., None]], 2).astype(np.float32)
+
+
+def invert_transforms(transforms: np.ndarray) -> np.ndarray:
+    """Inverses of (N,2,3) affine transforms (crop -> frame)."""
+    m = np.asarray(transforms, dtype=np.float64)
+    lin_inv = np.linalg.inv(m[:, :, :2])
+    t_inv = -np.einsum("nij,nj->ni", lin_inv, m[:, :, 2])
+    return np.concatenate([lin_inv, t_inv[..., None]], 2).astype(np.float32)
+
+
+def transform_points(transforms: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply (N,2,3) transforms to (N,P,2) points."""
+    m = np.asarray(transforms, dtype=np.float32)
+    return np.einsum("nij,npj->npi", m[:, :, :2], points) + m[:, None, :, 2]
+
+
+def transform_scale(transforms: np.ndarray) -> np.ndarray:
+    """Zoom factor (crop pixels per frame pixel) of each similarity transform."""
+    m = np.asarray(transforms, dtype=np.float32)
+    return np.sqrt(np.abs(np.linalg.det(m[:, :, :2])))
+
+
+def smooth_transforms(transforms: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of consecutive transforms of one track (N,2,3) over time.
+
+    A similarity transform is linear in its 4 parameters, so a weighted average of the matrices stays a
+    similarity. Each value is a Gaussian-weighted local *linear* fit (not a plain mean): steady motion
+    passes unchanged, also at the track's ends where the window is one-sided (no lag, no pull inward).
+    Used for the crops and paste masks: landmark jitter would otherwise make the mask border shimmer.
+    """
+    m = np.asarray(transforms, dtype=np.float64)
+    n = len(m)
+    if sigma <= 0 or n < 3:
+        return m.astype(np.float32)
+    radius = int(np.ceil(3 * sigma))
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    flat = m.reshape(n, 6)
+    out = np.empty_like(flat)
+    for i in range(n):
+        idx = i + offsets.astype(int)
+        ok = (idx >= 0) & (idx < n)
+        w, o, y = kernel[ok], offsets[ok], flat[idx[ok]]
+        s0, s1, s2 = w.sum(), (w * o).sum(), (w * o * o).sum()
+        t0, t1 = (w[:, None] * y).sum(0), (w[:, None] * o[:, None] * y).sum(0)
+        det = s0 * s2 - s1 * s1
+        out[i] = (s2 * t0 - s1 * t1) / det if det > 1e-9 else t0 / s0
+    return out.reshape(n, 2, 3).astype(np.float32)
+
+
+def warp_faces(frame_rgb: np.ndarray, transforms: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """Aligned crops (N,size,size,3) uint8 of one frame; borders reflect so restorers see no black edges."""
+    crops = np.empty((len(transforms), size, size, 3), np.uint8)
+    for i, m in enumerate(np.asarray(transforms, dtype=np.float32)):
+        # Downscaling into the crop (face larger than the crop) needs area averaging, not point samples.
+        if transform_scale(m[None])[0] < 0.7:
+            crops[i] = _warp_downscaled(frame_rgb, m, size)
+        else:
+            crops[i] = cv2.warpAffine(frame_rgb, m, (size, size), flags=cv2.INTER_CUBIC,
+                                      borderMode=cv2.BORDER_REFLECT101)
+    return crops
+
+
+def _warp_downscaled(frame: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    """Pre-shrink the frame so the remaining warp is close to 1:1 (no aliasing in the crop)."""
+    scale = float(transform_scale(m[None])[0])
+    small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    sx, sy = small.shape[1] / frame.shape[1], small.shape[0] / frame.shape[0]
+    m2 = m.copy()
+    m2[:, 0] /= sx
+    m2[:, 1] /= sy
+    return cv2.warpAffine(small, m2, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+
+
+def unwarp(crop: np.ndarray, transform: np.ndarray, frame_shape: tuple[int, int],
+           interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Warp a crop-space image (uint8 or float, any channels) back into frame coordinates."""
+    h, w = frame_shape[:2]
+    return cv2.warpAffine(crop, np.asarray(transform, np.float32), (w, h),
+                          flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def crop_mask(size: int = CROP_SIZE, feather: float = 0.1) -> np.ndarray:
+    """Soft face mask in crop space (size,size) float32 in [0,1].
+
+    An ellipse nearly inscribed in the crop (hair line, chin and cheeks of the aligned face) with a
+    Gaussian edge whose width is `feather` times the crop size; it reaches zero inside the crop, so a
+    pasted face never shows the crop's border.
+    """
+    feather_px = max(feather * size, 1.0)
+    # centred a little below the crop centre: the template's chin sits lower than its hair line is high
+    axes = (max(int(round(0.46 * size - feather_px)), 8), max(int(round(0.47 * size - feather_px)), 8))
+    mask = np.zeros((size, size), np.float32)
+    cv2.ellipse(mask, (size // 2, int(round(0.52 * size))), axes, 0, 0, 360, 1.0, -1)
+    return cv2.GaussianBlur(mask, (0, 0), feather_px / 3.0)
+
+
+def paste_mask(transform: np.ndarray, frame_shape: tuple[int, int], feather: float = 0.1,
+               size: int = CROP_SIZE) -> np.ndarray:
+    """The crop's soft face mask in frame coordinates (H,W) float32 in [0,1]."""
+    return unwarp(crop_mask(size, feather), transform, frame_shape)
+
+
+def mask_box(mask: np.ndarray, threshold: float = 0.0) -> tuple[int, int, int, int] | None:
+    """Bounding box (x0, y0, x1, y1) of mask > threshold, or None when empty."""
+    ys, xs = np.nonzero(mask > threshold)
+    if len(xs) == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1

@@ -1,0 +1,166 @@
+"""Restore the faces of a run of decoded frames in place: align, restore, blend, paste back.
+
+`restore_frames` is what every executor calls per chunk (with the chunk's context frames). All of its
+temporal decisions are made from the whole track (transforms smoothed over the track, windows cut at
+the track's own ends), so a frame comes out the same whatever chunk it was decoded in, as long as the
+chunk carries `context_frames_needed(restorer)` context frames on each side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import align, blend
+
+MASK_SMOOTH_SIGMA = 1.5  # frames; transforms (hence crops and paste masks) smoothed along each track
+DEFAULT_BATCH = 8  # crops per restorer call when restore.batch_size is 0 (auto) on the CPU
+MIN_RUN = 32  # crops a temporal restorer keeps per call, beyond its 2r context crops
+
+
+def context_frames_needed(restorer) -> int:
+    """Context frames a chunk needs on each side for chunk-independent output."""
+    return int(getattr(restorer, "temporal_radius", 0)) + 1  # +1: blend.temporal_smooth's neighbour
+
+
+@dataclass
+class _Run:
+    """Consecutive frames of one track present in this batch of frames."""
+
+    track: object
+    frame_indices: list[int] = field(default_factory=list)
+    transforms: list[np.ndarray] = field(default_factory=list)
+
+
+def track_transforms(track) -> np.ndarray:
+    """Crop transforms (N,2,3) for every entry of a track, smoothed over time within each unbroken run."""
+    transforms = align.estimate_transforms(np.asarray(track.landmarks, np.float32))
+    frames = np.asarray(track.frames)
+    breaks = np.flatnonzero(np.diff(frames) != 1) + 1
+    pieces = [align.smooth_transforms(part, MASK_SMOOTH_SIGMA) for part in np.split(transforms, breaks)]
+    return np.concatenate(pieces) if pieces else transforms
+
+
+def _runs(frames_by_index: dict, trackset) -> list[_Run]:
+    runs: list[_Run] = []
+    for track in trackset.tracks:
+        transforms = None
+        current: _Run | None = None
+        for k, index in enumerate(track.frames):
+            if index not in frames_by_index:
+                continue
+            if transforms is None:
+                transforms = track_transforms(track)
+            if current is None or index != current.frame_indices[-1] + 1:
+                current = _Run(track)
+                runs.append(current)
+            current.frame_indices.append(index)
+            current.transforms.append(transforms[k])
+    return runs
+
+
+def _to_tensor(crops: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _from_tensor(batch: torch.Tensor) -> np.ndarray:
+    return (batch.detach().float().clamp(0, 1).mul(255.0).permute(0, 2, 3, 1).cpu().numpy())
+
+
+def restore_run(crops: np.ndarray, track_refs, restorer, batch_size: int) -> list[np.ndarray]:
+    """Restored crops (float32 0..255) of one run, in order.
+
+    Temporal restorers get overlapping windows: each call carries r crops of context on each side and
+    only the outputs whose whole window was present are kept (at the run's ends there is no more data,
+    so the truncated windows there are what the track has).
+    """
+    radius = int(getattr(restorer, "temporal_radius", 0))
+    keep = max(batch_size, MIN_RUN) if radius else max(batch_size, 1)
+    # equal parts, so the last call is never a sliver (a temporal window there would lack neighbours)
+    parts = max(1, -(-len(crops) // keep))
+    bounds = np.linspace(0, len(crops), parts + 1).round().astype(int)
+    out: list[np.ndarray] = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        lo, hi = max(0, start - radius), min(len(crops), stop + radius)
+        refs = [track_refs] * (hi - lo) if track_refs is not None else None
+        restored = _from_tensor(restorer.restore(_to_tensor(crops[lo:hi]), refs))
+        out.extend(restored[start - lo: stop - lo])
+    return out
+
+
+IDENTITY_SAMPLES_PER_RUN = 3  # crops per run whose identity is measured for the report (dlib is slow)
+
+
+def _crop_face():
+    """The template face inside a 512 crop, as a detection (for embedders that take boxes)."""
+    from tracking.faces import Face
+
+    return Face(box=np.array([96, 112, 416, 480], np.float32), landmarks=align.FFHQ_TEMPLATE_512, score=1.0)
+
+
+def _record(stats: dict, embedder, run: _Run, crops: np.ndarray, restored: list[np.ndarray]) -> None:
+    """Report numbers of one run: temporal error (mean squared change between consecutive crops inside
+    the face mask, x1000 on a 0..1 scale) and identity similarity to the track before/after."""
+    from .report import TrackStats
+
+    entry = stats.setdefault(run.track.track_id, TrackStats(run.track.track_id))
+    entry.frames.extend(run.frame_indices)
+    core = align.crop_mask() > 0.5
+    for name, seq in (("temporal_before", crops), ("temporal_after", restored)):
+        for a, b in zip(seq, seq[1:]):
+            diff = (np.asarray(b, np.float32) - np.asarray(a, np.float32)) / 255.0
+            getattr(entry, name).append(float(1000.0 * (diff[core] ** 2).sum(-1).mean()))
+    target = getattr(run.track, "embedding", None)
+    if embedder is None or target is None:
+        return
+    face = _crop_face()
+    for k in np.linspace(0, len(crops) - 1, min(len(crops), IDENTITY_SAMPLES_PER_RUN)).round().astype(int):
+        for name, img in (("identity_before", crops[k]), ("identity_after", restored[k])):
+            emb = embedder.embed(np.clip(img, 0, 255).astype(np.uint8), [face])[0]
+            getattr(entry, name).append(float(np.dot(emb, target) / max(np.linalg.norm(target), 1e-9)))
+
+
+def restore_frames(frames: list, trackset, refs: dict | None, restorer, cfg, stats: dict | None = None,
+                   embedder=None) -> None:
+    """Restore every tracked face in `frames` (pipeline.video.Frame objects) through Frame.paste.
+
+    When `stats` (a dict) is given it collects report.TrackStats per track (identity needs `embedder`,
+    e.g. tracking.embedders.get_embedder(cfg), and the tracks' embeddings)."""
+    frames_by_index = {frame.index: frame for frame in frames}
+    batch_size = cfg.restore.batch_size or DEFAULT_BATCH
+    changes: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for run in _runs(frames_by_index, trackset):
+        transforms = np.stack(run.transforms)
+        crops = np.stack([align.warp_faces(frames_by_index[i].rgb, transforms[k:k + 1])[0]
+                          for k, i in enumerate(run.frame_indices)])
+        track_refs = refs.get(run.track.track_id) if refs else None
+        restored = restore_run(crops, track_refs, restorer, batch_size)
+        restored = blend.temporal_smooth(restored, cfg.blend.temporal)
+        if stats is not None:
+            _record(stats, embedder, run, crops, restored)
+        for k, index in enumerate(run.frame_indices):
+            change = blend.face_change(restored[k], crops[k], cfg.blend.strength, cfg.blend.color_match)
+            changes.setdefault(index, []).append((change, transforms[k]))
+    for index, face_changes in changes.items():
+        frame = frames_by_index[index]
+        pasted = blend.paste_changes(frame.rgb, face_changes, cfg.blend.feather)
+        if pasted is not None:
+            frame.paste(*pasted)
+
+
+class ArrayFrame:
+    """A frame held as an RGB array, with the same `.index`, `.rgb` and `.paste` as pipeline.video.Frame.
+
+    For evaluation on generated clips and for tests: restore_frames runs on it without any video I/O.
+    """
+
+    def __init__(self, index: int, rgb: np.ndarray):
+        self.index = index
+        self.rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+
+    def paste(self, rgb: np.ndarray, mask: np.ndarray) -> None:
+        m = mask.astype(np.float32)[..., None]
+        blended = self.rgb + m * (rgb.astype(np.float32) - self.rgb)
+        self.rgb = np.where(m > 0, np.rint(blended), self.rgb).astype(np.uint8)

@@ -1,0 +1,113 @@
+"""The sidecar report of a restore: `<output>.report.json`, a short `<output>.report.html` with a plot,
+and a contact sheet of each track's references.
+
+Per track: the frames touched, the references used (frames and matched photos), identity similarity of
+the face to the track's own identity before/after restoration, and temporal error before/after (mean
+squared change between consecutive aligned crops, so flicker shows and steady motion does not).
+`process.restore_frames(..., stats=TrackStats collection)` gathers the numbers while it works.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class TrackStats:
+    track_id: int
+    frames: list[int] = field(default_factory=list)
+    identity_before: list[float] = field(default_factory=list)
+    identity_after: list[float] = field(default_factory=list)
+    temporal_before: list[float] = field(default_factory=list)
+    temporal_after: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        mean = lambda v: round(float(np.mean(v)), 4) if v else None  # noqa: E731
+        return {"track_id": self.track_id, "frames_touched": len(self.frames),
+                "first_frame": min(self.frames) if self.frames else None,
+                "last_frame": max(self.frames) if self.frames else None,
+                "identity_before": mean(self.identity_before), "identity_after": mean(self.identity_after),
+                "temporal_error_before": mean(self.temporal_before),
+                "temporal_error_after": mean(self.temporal_after)}
+
+
+def _plot(tracks: list[dict]) -> str:
+    """Base64 PNG: temporal error and identity before/after per track."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ids = [str(t["track_id"]) for t in tracks]
+    x = np.arange(len(ids))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for ax, key, title in ((axes[0], "temporal_error", "temporal error (lower is steadier)"),
+                           (axes[1], "identity", "identity similarity to the track")):
+        before = [t.get(f"{key}_before") or 0 for t in tracks]
+        after = [t.get(f"{key}_after") or 0 for t in tracks]
+        ax.bar(x - 0.2, before, 0.4, label="input")
+        ax.bar(x + 0.2, after, 0.4, label="restored")
+        ax.set_xticks(x, ids)
+        ax.set_xlabel("track")
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def write_report(output: str | Path, run_info: dict, stats: dict[int, TrackStats], references: dict | None = None,
+                 refs: dict | None = None) -> dict[str, Path]:
+    """Write the JSON, the HTML page and the references contact sheet beside `output`; returns their paths.
+
+    run_info: anything about the run worth keeping (input, restorer, config digest, timings...).
+    references: process-independent choice per track (references.TrackReferences), refs: the TrackRefs.
+    """
+    from .references import contact_sheet
+
+    output = Path(output)
+    paths = {"json": output.with_name(output.name + ".report.json"),
+             "html": output.with_name(output.name + ".report.html")}
+    tracks = []
+    for track_id, s in sorted(stats.items()):
+        entry = s.summary()
+        if references and track_id in references:
+            chosen = references[track_id]
+            entry["references"] = {"frames": chosen.frames, "scores": chosen.scores, "photos": chosen.photos,
+                                   "person": chosen.person}
+        tracks.append(entry)
+    sheet = contact_sheet(refs, output.with_name(output.name + ".references.png")) if refs else None
+    if sheet is not None:
+        paths["references"] = sheet
+    report = {**run_info, "tracks": tracks, "references_sheet": str(sheet) if sheet else None}
+    paths["json"].write_text(json.dumps(report, indent=2, default=str))
+    rows = "".join(
+        f"<tr><td>{t['track_id']}</td><td>{t['frames_touched']}</td><td>{t['first_frame']}-{t['last_frame']}</td>"
+        f"<td>{t['identity_before']} &rarr; {t['identity_after']}</td>"
+        f"<td>{t['temporal_error_before']} &rarr; {t['temporal_error_after']}</td>"
+        f"<td>{html.escape(str(t.get('references', {}).get('frames', '')))}"
+        f" {html.escape(', '.join(t.get('references', {}).get('photos', []) or []))}</td></tr>"
+        for t in tracks)
+    plot = f'<img alt="per-track plot" src="data:image/png;base64,{_plot(tracks)}">' if tracks else ""
+    sheet_html = f'<h2>References</h2><img alt="references" src="{html.escape(sheet.name)}">' if sheet else ""
+    info = html.escape(json.dumps(run_info, indent=1, default=str))
+    paths["html"].write_text(
+        "<!doctype html><meta charset='utf-8'><title>reelface report</title>"
+        f"<h1>reelface report: {html.escape(output.name)}</h1><pre>{info}</pre>"
+        "<table border=1 cellpadding=4><tr><th>track</th><th>frames touched</th><th>span</th>"
+        "<th>identity before &rarr; after</th><th>temporal error before &rarr; after</th><th>references</th></tr>"
+        f"{rows}</table>{plot}{sheet_html}")
+    return paths
+
+
+def stats_to_dict(stats: dict[int, TrackStats]) -> dict:
+    return {k: asdict(v) for k, v in stats.items()}

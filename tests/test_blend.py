@@ -1,0 +1,52 @@
+"""Blending: colour match keeps the input's low frequencies, strength, feathered paste, temporal smoothing."""
+
+import numpy as np
+
+from pipeline import align, blend
+
+
+def test_colour_match_drops_a_restorer_colour_shift_and_keeps_detail():
+    rng = np.random.default_rng(0)
+    crop = rng.integers(60, 200, (512, 512, 3)).astype(np.uint8)
+    detail = rng.normal(0, 10, (512, 512, 3)).astype(np.float32)
+    restored = crop + 25.0 + detail  # a global colour shift plus fine detail
+    change = blend.face_change(restored, crop, strength=1.0, color_match=True)
+    assert abs(float(change.mean())) < 1.0  # the shift is gone
+    assert np.corrcoef(change.ravel(), detail.ravel())[0, 1] > 0.95  # the detail stays
+    raw = blend.face_change(restored, crop, strength=1.0, color_match=False)
+    assert abs(float(raw.mean()) - 25.0) < 1.0
+
+
+def test_strength_scales_the_change_and_zero_keeps_the_input():
+    crop = np.full((512, 512, 3), 100, np.uint8)
+    restored = crop + np.float32(10)
+    assert np.allclose(blend.face_change(restored, crop, 0.5, False), 5.0)
+    assert not blend.face_change(restored, crop, 0.0, True).any()
+
+
+def test_paste_changes_feathers_inside_the_face_and_leaves_the_rest():
+    frame = np.full((300, 400, 3), 80, np.uint8)
+    landmarks = align.FFHQ_TEMPLATE_512[None] * 0.3 + np.array([120, 60], np.float32)
+    transform = align.estimate_transforms(landmarks)[0]
+    change = np.full((512, 512, 3), 40.0, np.float32)
+    rgb, mask = blend.paste_changes(frame, [(change, transform)], feather=0.1)
+    out = frame + mask[..., None] * (rgb.astype(np.float32) - frame)
+    centre = landmarks[0].mean(0).astype(int)
+    assert abs(out[centre[1], centre[0]].mean() - 120) < 1.0  # full change in the middle of the face
+    assert np.array_equal(out[mask == 0], frame[mask == 0])  # untouched outside
+    ramp = mask[centre[1], centre[0]:]
+    assert ((ramp > 0.05) & (ramp < 0.95)).sum() >= 5  # a soft edge, not a hard cut
+    assert blend.paste_changes(frame, [(change, align.estimate_transforms(landmarks + 5000)[0])], 0.1) is None
+
+
+def test_temporal_smooth_removes_flicker_but_keeps_a_moving_edge():
+    rng = np.random.default_rng(1)
+    base = np.zeros((512, 512, 3), np.float32)
+    base[:, 200:] = 200.0
+    flicker_of = [4.0 if k % 2 else -4.0 for k in range(5)]  # +-4 grey levels, frame to frame
+    crops = [base + rng.normal(0, 6, base.shape).astype(np.float32) + f for f in flicker_of]
+    smoothed = blend.temporal_smooth(crops, 0.5)
+    flicker = lambda seq: np.mean([abs(float(b.mean() - a.mean())) for a, b in zip(seq, seq[1:])])  # noqa: E731
+    assert flicker(smoothed) < 0.6 * flicker(crops)
+    assert abs(float(smoothed[2][:, 210:].mean()) - 200.0) < 10  # the edge is not smeared away
+    assert blend.temporal_smooth(crops, 0.0) == crops
