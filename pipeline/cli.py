@@ -71,7 +71,7 @@ def cmd_models(args: argparse.Namespace) -> None:
     if args.action == "download":
         if not args.name:
             raise ReelfaceError("usage: reelface models download NAME")
-        download_model(args.name, _load(args, []))
+        print(download_model(args.name, _load(args, [])))
     else:
         print(describe_models(_load(args, [])))
 

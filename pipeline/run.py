@@ -1,25 +1,40 @@
-"""`reelface restore`: check the paths, decode -> (faces) -> encode a segment, assemble the final file.
+"""`reelface restore`: plan -> detect -> track -> references -> restore -> assemble, on any executor.
 
-First version: one segment for the whole video, frames untouched (the identity path). The chunk plan
-(workers/chunks.py) and the face stages slot in where marked; the path checks, the work-dir handling
-and the cleanup stay as they are.
+1. Probe the input and check the output before any work.
+2. Plan chunks on keyframes (workers/chunks.py) and open the work dir's manifest: a rerun of the same
+   command resumes, skipping every chunk and stage the manifest marks finished.
+3. Detect faces per chunk; build tracks on the driver (the whole video at once: cuts, ids); pick
+   references per track.
+4. Restore per chunk: decode the chunk with its context frames, restore its faces, encode its segment.
+5. Assemble the segments with every other stream of the input, then remove the work dir. After a
+   failure the work dir stays, so that the rerun resumes.
+
+The executor (`run.executor`) only decides where the stage functions of pipeline/stages.py run: in
+this process (`local`) or as Ray tasks and actors (`ray`, workers/). Results come back to this driver,
+which alone writes the manifest.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import pickle
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Callable
 
 from tqdm import tqdm
+
+from workers.chunks import MANIFEST_NAME, Chunk, Manifest, input_identity, plan_chunks, stage_digests
 
 from . import mux
 from .config import Config
 from .errors import ReelfaceError
-from .video import VideoInfo, VideoWriter, decode, probe, segment_suffix
+from .stages import LocalExecutor, default_restorer_factory, references_stage, tracks_stage
+from .video import VideoInfo, probe, segment_suffix
+
+DETECT_DIR, SEGMENT_DIR = "detect", "segments"
+TRACKS_FILE, REFERENCES_FILE = "tracks.pkl", "references.pkl"
 
 
 def check_output_path(source: Path, output: Path, overwrite: bool) -> None:
@@ -44,40 +59,107 @@ def check_output_path(source: Path, output: Path, overwrite: bool) -> None:
                             "choose a writable location") from None
 
 
-@contextmanager
-def work_dir(output: Path, cfg: Config):
-    """The folder for segment files: run.work_dir or <output>.work; removed afterwards if we made it."""
-    path = Path(cfg.run.work_dir) if cfg.run.work_dir else output.with_name(output.name + ".work")
-    created = not path.exists()
+def work_dir_for(output: Path, cfg: Config) -> Path:
+    """run.work_dir, or <output>.work beside the output."""
+    return Path(cfg.run.work_dir) if cfg.run.work_dir else output.with_name(output.name + ".work")
+
+
+def remove_work_files(folder: Path) -> None:
+    """Remove what a run wrote into its work dir, and the dir itself if that leaves it empty (a
+    --work-dir the user shares with other files keeps those)."""
+    for sub in (DETECT_DIR, SEGMENT_DIR):
+        for file in (folder / sub).glob("*"):
+            file.unlink(missing_ok=True)
+        if (folder / sub).exists():
+            (folder / sub).rmdir()
+    for name in (TRACKS_FILE, REFERENCES_FILE, MANIFEST_NAME):
+        (folder / name).unlink(missing_ok=True)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ReelfaceError(f"cannot create the work directory {path} ({exc.strerror}); "
-                            "set --work-dir to a writable folder") from None
-    made: list[Path] = []
-    try:
-        yield path, made
-    finally:
-        # Nothing to resume from yet (no manifest), so a failed run leaves nothing either.
-        if not cfg.run.keep_work_dir:
-            for file in made:
-                file.unlink(missing_ok=True)
-            if created:
-                shutil.rmtree(path, ignore_errors=True)
+        folder.rmdir()
+    except OSError:
+        pass  # not empty: not only ours
 
 
-def encode_segment(source: Path, info: VideoInfo, segment: Path, cfg: Config, progress: tqdm) -> None:
-    """Decode every frame, let the face stages paste into it, encode it with its own pts."""
-    with VideoWriter(segment, info, cfg.encode) as writer:
-        for frame in decode(source, info=info):
-            # Face processing goes here: process.restore_frames() mutates frames through Frame.paste()
-            # before they are written. Until it lands, every restorer leaves the frames untouched.
-            writer.write(frame)
-            progress.update()
+def make_executor(cfg: Config, make_restorer: Callable[[], Any]) -> Any:
+    if cfg.run.executor == "local":
+        return LocalExecutor(cfg, make_restorer)
+    if cfg.run.executor == "ray":
+        from workers.executor import RayExecutor  # imports Ray: only when asked for
+
+        return RayExecutor(cfg, make_restorer)
+    raise ReelfaceError(f"run.executor is '{cfg.run.executor}'; use local or ray")
 
 
-def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool = False) -> Path:
-    """Restore the faces in `input` into `output`; everything else copied or re-encoded exactly."""
+def _save(path: Path, value: Any) -> None:
+    """Pickle atomically: an exact copy (a JSON round trip would round the landmarks, and a resumed
+    run would then restore differently from an uninterrupted one)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+
+
+def _load(path: Path) -> Any:
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+class Run:
+    """One restore job on one executor; each step skips what the manifest marks finished."""
+
+    def __init__(self, source: Path, info: VideoInfo, cfg: Config, manifest: Manifest, executor: Any,
+                 progress: tqdm):
+        self.source, self.info, self.cfg = source, info, cfg
+        self.manifest, self.executor, self.progress = manifest, executor, progress
+        self.folder = manifest.work_dir
+        self.plan = manifest.plan
+
+    def _pending(self, stage: str) -> list[Chunk]:
+        pending = self.manifest.pending(stage, self.plan)
+        self.progress.set_description(stage)
+        self.progress.update(sum(c.frames for c in self.plan) - sum(c.frames for c in pending))
+        return pending
+
+    def detect(self) -> list:
+        folder = self.folder / DETECT_DIR
+        folder.mkdir(exist_ok=True)
+        for chunk, found in self.executor.detect(str(self.source), self._pending("detect")):
+            _save(folder / f"{chunk.name}.pkl", found)
+            self.manifest.mark("detect", chunk.name, file=folder / f"{chunk.name}.pkl")
+            self.progress.update(chunk.frames)
+        # read back also what was just computed: a fresh run and a resumed one see the same objects
+        return [_load(folder / f"{chunk.name}.pkl") for chunk in self.plan]
+
+    def driver_step(self, stage: str, file: str, compute: Callable[[], Any]) -> Any:
+        """A whole-video step run on the driver (tracks, references), computed once per work dir."""
+        path = self.folder / file
+        if not self.manifest.is_done(stage, "all"):
+            self.progress.set_description(stage)
+            _save(path, compute())
+            self.manifest.mark(stage, "all", file=path)
+        return _load(path)
+
+    def render(self, trackset: Any, refs: Any) -> list[Path]:
+        folder = self.folder / SEGMENT_DIR
+        folder.mkdir(exist_ok=True)
+        suffix = segment_suffix(self.cfg.encode.codec)
+
+        def segment_for(chunk: Chunk) -> Path:
+            return folder / f"{chunk.name}{suffix}"
+
+        for chunk, stats in self.executor.render(str(self.source), self._pending("restore"), self.info, trackset,
+                                                 refs, segment_for):
+            self.manifest.mark("restore", chunk.name, file=segment_for(chunk), **stats)
+            self.progress.update(chunk.frames)
+        return [segment_for(chunk) for chunk in self.plan]
+
+
+def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool = False, *,
+            make_restorer: Callable[[], Any] | None = None) -> Path:
+    """Restore the faces in `input` into `output`; everything else copied or re-encoded exactly.
+
+    `make_restorer` builds the restorer where it runs (default: the one named in cfg.restore).
+    """
     source, target = Path(input), Path(output)
     info = probe(source)  # input errors (missing, not a video, corrupt) before any output check
     check_output_path(source, target, overwrite)
@@ -85,11 +167,30 @@ def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool 
     if not mux.exact_timestamps(target, info):
         print(f"reelface: warning: {target.suffix} stores 1 ms timestamps, so the input's {info.time_base} "
               "frame times will be rounded; write .mov, .mp4 or .nut to keep them exact", file=sys.stderr)
-    with work_dir(target, cfg) as (folder, made), \
-            tqdm(total=info.frame_count, unit="frame", desc="restore", dynamic_ncols=True,
-                 mininterval=0.5, disable=None) as progress:
-        segment = folder / f"video{segment_suffix(cfg.encode.codec)}"
-        made.append(segment)
-        encode_segment(source, info, segment, cfg, progress)
-        mux.assemble([segment], source, target, info)
+    plan = plan_chunks(info.frame_count, info.keyframes, info.pts, info.time_base, cfg.run.chunk_seconds,
+                       cfg.run.context_frames)
+    executor = make_executor(cfg, make_restorer or default_restorer_factory(cfg))
+    folder = work_dir_for(target, cfg)
+    manifest, notes = Manifest.open(folder, identity=input_identity(source), plan=plan, digests=stage_digests(cfg))
+    for note in notes:
+        print(f"reelface: {note}", file=sys.stderr)
+    try:
+        with executor, tqdm(total=2 * info.frame_count, unit="frame", desc="detect", dynamic_ncols=True,
+                            mininterval=0.5, disable=None) as progress:
+            run = Run(source, info, cfg, manifest, executor, progress)
+            detections = run.detect()
+            trackset = run.driver_step("tracks", TRACKS_FILE,
+                                       lambda: tracks_stage(detections, info.frame_count, cfg))
+            refs = run.driver_step("references", REFERENCES_FILE,
+                                   lambda: references_stage(str(source), trackset, cfg))
+            segments = run.render(trackset, refs)
+        mux.assemble(segments, source, target, info)
+    except BaseException as exc:
+        if not manifest.finished_anything():
+            remove_work_files(folder)  # nothing to resume from
+        elif isinstance(exc, ReelfaceError):
+            raise ReelfaceError(f"{exc}. What finished is kept in {folder}: rerun the same command to resume") from exc
+        raise
+    if not cfg.run.keep_work_dir:
+        remove_work_files(folder)
     return target

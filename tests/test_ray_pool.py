@@ -1,0 +1,117 @@
+"""The restore actor pool on the session's local Ray: dynamic batching, routing, references by key,
+start-up errors. (Chunk tasks sharing the pool, actor crashes and failing chunks: test_ray_pipeline.py,
+through whole runs.)"""
+
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")
+from ray import cloudpickle  # noqa: E402
+
+from pipeline.errors import ReelfaceError  # noqa: E402
+from workers.chunks import Chunk  # noqa: E402
+from workers.cluster import bounded_map  # noqa: E402
+from workers.restore import RestorePool  # noqa: E402
+
+# the test restorers below travel to the actors by value: Ray's workers cannot import a test module
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+class Invert:
+    """Per-crop and deterministic, and visibly different from its input: a crop routed to the wrong
+    caller, or a batch split wrongly, changes the result. Adds the reference's value when given."""
+
+    name = "invert"
+    temporal_radius = 0
+
+    def restore(self, crops, refs=None):
+        time.sleep(0.02)  # long enough for concurrent requests to queue up behind a pass
+        out = 1 - crops
+        if refs is not None:
+            out = out + torch.stack([r.crops.mean() for r in refs]).view(-1, 1, 1, 1)
+        return out
+
+
+def run_cfg(**kw):
+    base = dict(restore_actors=1, gpus_per_actor=1.0, retries=1, batch_crops=8, batch_wait_ms=50.0)
+    return SimpleNamespace(**{**base, **kw})
+
+
+@ray.remote(num_cpus=0)
+def chunk_task(restorer, chunk, calls, refs=None):
+    """What a render task does with the pool: a few restore calls of 2 crops each, in order."""
+    restorer.bind(chunk.index, refs)
+    results = []
+    for call in range(calls):
+        crops = torch.full((2, 3, 4, 4), (chunk.index * 10 + call) / 100)
+        chosen = None if refs is None else [refs["a"], refs["b"]]
+        results.append((crops, restorer.restore(crops, chosen)))
+    return results
+
+
+def chunks(n):
+    return [Chunk(i, i * 10, i * 10 + 10, i * 10, i * 10 + 10) for i in range(n)]
+
+
+def test_pool_batches_concurrent_requests_and_routes_each_crop_back(ray_local):
+    """Nine requests of 2 crops arrive together (as from concurrent chunk tasks): they share model
+    passes of up to 8 crops, and each caller gets its own rows back."""
+    pool = RestorePool(Invert, run_cfg(restore_actors=1, batch_crops=8, batch_wait_ms=300.0))
+    try:
+        [actor] = pool.actors
+        ray.get(actor.restore.remote(torch.zeros(1, 3, 4, 4), None))  # warm: the first pass is alone
+        inputs = [torch.full((2, 3, 4, 4), i / 100) for i in range(9)]
+        outputs = ray.get([actor.restore.remote(x, None) for x in inputs])
+        for x, out in zip(inputs, outputs):
+            assert torch.equal(out, 1 - x)
+        [stats] = pool.stats()
+        assert stats["requests"] == 10 and stats["crops"] == 19
+        assert stats["batches"] <= 1 + 4  # 18 crops in passes of at most 8: 3 when all arrive in time
+    finally:
+        pool.shutdown()
+
+
+def test_references_travel_by_key_and_arrive_intact(ray_local):
+    from dataclasses import dataclass
+
+    @dataclass
+    class Refs:
+        crops: torch.Tensor
+        embedding: None = None
+
+    refs = {"a": Refs(torch.full((2, 3, 4, 4), 0.25)), "b": Refs(torch.full((2, 3, 4, 4), 0.5))}
+    pool = RestorePool(Invert, run_cfg(restore_actors=1))
+    try:
+        restorer = pool.restorer().with_refs_table(ray.put(refs))
+        [(_, calls)] = list(bounded_map(lambda c: chunk_task.remote(restorer, c, 2, refs), chunks(1), 1, "restore"))
+        for crops, out in calls:
+            expected = 1 - crops + torch.tensor([0.25, 0.5]).view(-1, 1, 1, 1)
+            assert torch.allclose(out, expected)
+    finally:
+        pool.shutdown()
+
+
+def test_restorer_that_cannot_start_is_a_clear_error(ray_local):
+    def missing_weights():
+        raise ReelfaceError("osdface weights not found in /nowhere: run `reelface models download osdface`")
+
+    with pytest.raises(ReelfaceError, match="osdface weights not found"):
+        RestorePool(missing_weights, run_cfg())
+
+
+def test_unreachable_cluster_address_is_a_quick_clear_error():
+    import socket
+
+    from workers.cluster import check_reachable
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nobody listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    began = time.monotonic()
+    with pytest.raises(ReelfaceError, match=rf"cannot reach the Ray cluster at 127.0.0.1:{port}.*ray start --head"):
+        check_reachable(f"127.0.0.1:{port}")
+    assert time.monotonic() - began < 10

@@ -1,0 +1,41 @@
+"""Per-chunk render tasks: decode the chunk, restore its faces through the actor pool, encode its segment.
+
+The task runs the same `render_stage` as the local executor; only its restorer differs (a
+`PoolRestorer` whose model passes happen on the restore actors, batched with other chunks' crops).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import ray
+
+from pipeline.stages import render_stage
+
+from .chunks import Chunk
+from .cluster import bounded_map, match_threads_to_cpus
+from .restore import PoolRestorer
+
+
+@ray.remote
+def _render_task(path: str, chunk: Chunk, info: Any, trackset: Any, refs: Any, restorer: PoolRestorer,
+                 cfg: Any, segment: str) -> dict[str, Any]:
+    match_threads_to_cpus()
+    restorer.bind(chunk.index, refs)
+    return render_stage(path, chunk, info, trackset, refs, restorer, cfg, Path(segment))
+
+
+def render_chunks(path: str, chunks: Iterable[Chunk], info: Any, trackset: Any, refs: Any,
+                  restorer: PoolRestorer, cfg: Any, segment_for: Callable[[Chunk], Path]
+                  ) -> Iterator[tuple[Chunk, dict]]:
+    """Yield (chunk, stats) as segments are written, in any order. The track set and references go
+    to the object store once and are shared by every task (a reference, not a copy per chunk)."""
+    info_ref, tracks_ref, cfg_ref = ray.put(info), ray.put(trackset), ray.put(cfg)
+    refs_ref = ray.put(refs)
+    restorer = restorer.with_refs_table(refs_ref)
+    task = _render_task.options(num_cpus=1, max_retries=cfg.run.retries)
+    return bounded_map(
+        lambda chunk: task.remote(path, chunk, info_ref, tracks_ref, refs_ref, restorer, cfg_ref,
+                                  str(segment_for(chunk))),
+        chunks, cfg.run.max_inflight, "restore")

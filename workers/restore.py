@@ -1,0 +1,224 @@
+"""A pool of restore actors that batch face crops across chunks and tracks.
+
+Each actor owns one restorer (one model on one GPU). Chunk tasks run the ordinary stage code
+(`pipeline.process.restore_frames`) with a `PoolRestorer`: it has the Restorer protocol, and each of its
+`restore` calls becomes a request to an actor. An actor queues the requests of all chunk tasks that
+talk to it and runs them as one model pass once `run.batch_crops` crops are waiting or the oldest has
+waited `run.batch_wait_ms` (dynamic batching), then hands each caller its own rows.
+
+Multi-frame restorers (temporal_radius > 0) get one ordered run of one track per call, so their
+requests are never merged: a merged batch would put two tracks in one window.
+
+Backpressure: a chunk task waits for each of its requests, so an actor never holds more than one
+request per chunk in flight (`run.max_inflight`), whatever the video's length.
+
+Faults: an actor that dies (a crashed CUDA context, a killed process) is restarted by Ray
+(`max_restarts`) and its unfinished requests are sent again (`max_task_retries`); restorers are
+deterministic, so a retried request gives the same rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import ray
+
+from pipeline.errors import ReelfaceError
+
+from .cluster import restore_actor_count, root_cause
+
+RestorerFactory = Callable[[], Any]
+
+
+@dataclass
+class RefKeys:
+    """References sent by key: the whole refs table is in the object store once (`table`, nested in
+    a list so Ray does not resolve it at call time), and a request names one track id per crop
+    instead of carrying K reference crops per track in every call."""
+
+    table: list  # [ObjectRef of dict[track_id, TrackRefs]]
+    keys: list
+
+
+@dataclass
+class _Request:
+    crops: Any  # Tensor[B, 3, 512, 512]
+    refs: list | None
+    done: asyncio.Future
+
+
+class RestoreActor:
+    """One restorer behind an asyncio queue; model passes run on one thread so requests keep queueing."""
+
+    def __init__(self, make_restorer: RestorerFactory, batch_crops: int, batch_wait_s: float):
+        try:
+            self.restorer = make_restorer()
+        except Exception as exc:
+            # kept, and raised by describe(): an exception in __init__ reaches the driver only as a
+            # message inside ActorDiedError, and the user's ReelfaceError (missing weights...) is lost
+            self.restorer, self.failed = None, exc
+            return
+        self.failed = None
+        self.batch_crops = max(1, batch_crops)
+        self.batch_wait_s = max(0.0, batch_wait_s)
+        self.merge = getattr(self.restorer, "temporal_radius", 0) == 0
+        self.pending: collections.deque[_Request] = collections.deque()
+        self.model_thread = ThreadPoolExecutor(max_workers=1)
+        self.tables: dict[Any, dict] = {}
+        self.wakeup: asyncio.Event | None = None
+        self.server: asyncio.Task | None = None
+        self.counts = {"requests": 0, "batches": 0, "crops": 0}
+
+    def describe(self) -> dict[str, Any]:
+        if self.failed is not None:
+            raise self.failed
+        return {"name": self.restorer.name, "temporal_radius": getattr(self.restorer, "temporal_radius", 0)}
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.counts)
+
+    async def restore(self, crops: Any, refs: list | RefKeys | None) -> Any:
+        if self.server is None:  # the event loop exists only once a call runs
+            self.wakeup = asyncio.Event()
+            self.server = asyncio.get_running_loop().create_task(self._serve())
+        if isinstance(refs, RefKeys):
+            table = await self._table(refs.table[0])
+            refs = [table[key] for key in refs.keys]
+        request = _Request(crops, refs, asyncio.get_running_loop().create_future())
+        self.pending.append(request)
+        self.counts["requests"] += 1
+        self.wakeup.set()
+        return await request.done
+
+    async def _table(self, ref: Any) -> dict:
+        if ref not in self.tables:
+            self.tables[ref] = await ref
+        return self.tables[ref]
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self.pending:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            deadline = loop.time() + self.batch_wait_s
+            while self.merge and self._waiting_crops() < self.batch_crops and loop.time() < deadline:
+                self.wakeup.clear()
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), deadline - loop.time())
+                except asyncio.TimeoutError:
+                    break
+            batch = self._take_batch()
+            try:
+                outputs = await loop.run_in_executor(self.model_thread, self._run, batch)
+            except Exception as exc:  # every caller in the batch learns why
+                for request in batch:
+                    request.done.set_exception(exc)
+                continue
+            for request, output in zip(batch, outputs):
+                request.done.set_result(output)
+
+    def _waiting_crops(self) -> int:
+        return sum(len(r.crops) for r in self.pending)
+
+    def _take_batch(self) -> list[_Request]:
+        batch = [self.pending.popleft()]
+        size = len(batch[0].crops)
+        while (self.merge and self.pending and size + len(self.pending[0].crops) <= self.batch_crops
+               and (self.pending[0].refs is None) == (batch[0].refs is None)):
+            size += len(self.pending[0].crops)
+            batch.append(self.pending.popleft())
+        return batch
+
+    def _run(self, batch: list[_Request]) -> list[Any]:
+        import torch
+
+        crops = batch[0].crops if len(batch) == 1 else torch.cat([r.crops for r in batch])
+        refs = None if batch[0].refs is None else [ref for r in batch for ref in r.refs]
+        # on the CPU: the chunk task that gets these rows back may run on a node without a GPU
+        restored = self.restorer.restore(crops, refs).cpu()
+        self.counts["batches"] += 1
+        self.counts["crops"] += len(crops)
+        if len(batch) == 1:
+            return [restored]
+        # clone: a slice pickles its whole storage, i.e. every caller would get the whole batch back
+        bounds = list(itertools.accumulate(len(r.crops) for r in batch))
+        return [restored[a:b].clone() for a, b in zip([0, *bounds[:-1]], bounds)]
+
+
+class PoolRestorer:
+    """The Restorer protocol over the actor pool, for `restore_frames` inside a chunk task.
+
+    Calls go round-robin over the actors, starting at a different actor per chunk so that chunk
+    tasks spread out; concurrent chunk tasks then share batches on each actor.
+    """
+
+    def __init__(self, actors: list, name: str, temporal_radius: int, refs_table: Any = None):
+        self.actors = actors
+        self.name = name
+        self.temporal_radius = temporal_radius
+        self._table = refs_table  # ObjectRef of the run's dict[track_id, TrackRefs]
+        self._turn = 0
+        self._keys: dict[int, Any] = {}
+
+    def with_refs_table(self, refs_table: Any) -> "PoolRestorer":
+        return PoolRestorer(self.actors, self.name, self.temporal_radius, refs_table)
+
+    def bind(self, chunk_index: int, refs: dict | None) -> None:
+        """In the chunk task: start the round-robin at this chunk's actor, and learn which reference
+        objects of the (deserialised) table are which track, to send keys instead of crops."""
+        self._turn = chunk_index
+        self._keys = {id(value): key for key, value in (refs or {}).items()}
+
+    def restore(self, crops: Any, refs: list | None = None) -> Any:
+        actor = self.actors[self._turn % len(self.actors)]
+        self._turn += 1
+        if refs is not None and self._table is not None and all(id(r) in self._keys for r in refs):
+            refs = RefKeys([self._table], [self._keys[id(r)] for r in refs])
+        return ray.get(actor.restore.remote(crops, refs))
+
+
+class RestorePool:
+    """Start the restore actors: one restorer each, on its GPU share when the cluster has GPUs."""
+
+    def __init__(self, make_restorer: RestorerFactory, run_cfg: Any):
+        count = restore_actor_count(run_cfg)
+        has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+        actor_class = ray.remote(RestoreActor).options(
+            # CPU actors reserve no core: on a small machine reserved cores would starve the chunk
+            # tasks that feed them (a deadlock); on GPU nodes the GPU share is what places them.
+            num_cpus=0,
+            num_gpus=run_cfg.gpus_per_actor if has_gpus else 0,
+            max_restarts=run_cfg.retries,
+            max_task_retries=run_cfg.retries,
+            max_concurrency=1000,  # async actor: concurrent requests are what it batches
+        )
+        self.actors = [actor_class.remote(make_restorer, run_cfg.batch_crops, run_cfg.batch_wait_ms / 1000)
+                       for _ in range(count)]
+        # waits until every actor built its restorer, so missing weights surface here, once
+        try:
+            described = ray.get([a.describe.remote() for a in self.actors])
+        except ray.exceptions.RayError as exc:
+            self.shutdown()
+            cause = root_cause(exc)
+            if isinstance(cause, ReelfaceError):
+                raise ReelfaceError(str(cause)) from exc
+            raise ReelfaceError(f"the restore actors could not start their restorer: "
+                                f"{type(cause).__name__}: {cause}") from exc
+        self.name = described[0]["name"]
+        self.temporal_radius = described[0]["temporal_radius"]
+
+    def restorer(self) -> PoolRestorer:
+        return PoolRestorer(self.actors, self.name, self.temporal_radius)
+
+    def stats(self) -> list[dict[str, int]]:
+        return ray.get([a.stats.remote() for a in self.actors])
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
