@@ -23,7 +23,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from tqdm import tqdm
+
+from tracking.faces import TrackSet
 
 from workers.chunks import MANIFEST_NAME, Chunk, Manifest, input_identity, plan_chunks, stage_digests
 
@@ -154,37 +157,103 @@ class Run:
         return [segment_for(chunk) for chunk in self.plan]
 
 
+def preview_frame_count(info: VideoInfo, seconds: float) -> int:
+    """Frames whose time is within the first `seconds` of the video (at least one)."""
+    limit = info.pts[0] + seconds / info.time_base
+    return max(1, sum(1 for pts in info.pts if pts < limit))
+
+
+def faces_needed(cfg: Config, make_restorer: Callable[[], Any] | None) -> bool:
+    """The identity restorer changes no pixel, so its run skips detection, tracks and references: it is
+    the pure video path, the baseline that overhead is measured against."""
+    return make_restorer is not None or cfg.restore.restorer != "identity"
+
+
+def collect_stats(manifest: Manifest, plan: list[Chunk]) -> dict[int, Any]:
+    """Every chunk's report numbers, merged per track (from the manifest, so a resumed run reports all)."""
+    from .report import TrackStats
+
+    merged: dict[int, TrackStats] = {}
+    for chunk in plan:
+        for track_id, data in ((manifest.record("restore", chunk.name) or {}).get("tracks") or {}).items():
+            entry = merged.setdefault(int(track_id), TrackStats(int(track_id)))
+            for key, values in data.items():
+                if key != "track_id":
+                    getattr(entry, key).extend(values)
+    return merged
+
+
+def write_side_by_side(source: Path, segments: list[Path], target: Path, info: VideoInfo, frame_count: int) -> None:
+    """The preview: input | restored, streamed frame by frame, with the input's timestamps."""
+    from .stages import partial_path
+    from .synth import ClipSpec, write_clip
+    from .video import decode
+
+    def pairs():
+        restored = (frame for segment in segments for frame in decode(segment))
+        for before, after in zip(decode(source, 0, frame_count, info=info), restored):
+            both = np.concatenate([before.rgb, after.rgb], 1)
+            yield both[: both.shape[0] // 2 * 2, : both.shape[1] // 2 * 2]  # H.264 4:2:0 wants even sizes
+
+    tmp = partial_path(target)
+    try:
+        write_clip(tmp, pairs(), ClipSpec(time_base=info.time_base, pts=list(info.pts[:frame_count])))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool = False, *,
             make_restorer: Callable[[], Any] | None = None) -> Path:
     """Restore the faces in `input` into `output`; everything else copied or re-encoded exactly.
 
+    With run.preview_seconds, only the first seconds are restored and `output` shows input | restored.
     `make_restorer` builds the restorer where it runs (default: the one named in cfg.restore).
     """
     source, target = Path(input), Path(output)
     info = probe(source)  # input errors (missing, not a video, corrupt) before any output check
     check_output_path(source, target, overwrite)
-    mux.check_output_container(source, target, info, cfg.encode.codec)
-    if not mux.exact_timestamps(target, info):
-        print(f"reelface: warning: {target.suffix} stores 1 ms timestamps, so the input's {info.time_base} "
-              "frame times will be rounded; write .mov, .mp4 or .nut to keep them exact", file=sys.stderr)
-    plan = plan_chunks(info.frame_count, info.keyframes, info.pts, info.time_base, cfg.run.chunk_seconds,
-                       cfg.run.context_frames)
+    preview = cfg.run.preview_seconds
+    if preview is not None and preview <= 0:
+        raise ReelfaceError(f"--preview must be a positive number of seconds, not {preview}")
+    if preview is None:
+        mux.check_output_container(source, target, info, cfg.encode.codec)
+        if not mux.exact_timestamps(target, info):
+            print(f"reelface: warning: {target.suffix} stores 1 ms timestamps, so the input's {info.time_base} "
+                  "frame times will be rounded; write .mov, .mp4 or .nut to keep them exact", file=sys.stderr)
+    frame_count = info.frame_count if preview is None else preview_frame_count(info, preview)
+    plan = plan_chunks(frame_count, [k for k in info.keyframes if k < frame_count], info.pts[:frame_count],
+                       info.time_base, cfg.run.chunk_seconds, cfg.run.context_frames)
     executor = make_executor(cfg, make_restorer or default_restorer_factory(cfg))
     folder = work_dir_for(target, cfg)
     manifest, notes = Manifest.open(folder, identity=input_identity(source), plan=plan, digests=stage_digests(cfg))
     for note in notes:
         print(f"reelface: {note}", file=sys.stderr)
+    with_faces = faces_needed(cfg, make_restorer)
     try:
-        with executor, tqdm(total=2 * info.frame_count, unit="frame", desc="detect", dynamic_ncols=True,
-                            mininterval=0.5, disable=None) as progress:
+        with executor, tqdm(total=(2 if with_faces else 1) * frame_count, unit="frame", desc="detect",
+                            dynamic_ncols=True, mininterval=0.5, disable=None) as progress:
             run = Run(source, info, cfg, manifest, executor, progress)
-            detections = run.detect()
-            trackset = run.driver_step("tracks", TRACKS_FILE,
-                                       lambda: tracks_stage(detections, info.frame_count, cfg))
-            refs = run.driver_step("references", REFERENCES_FILE,
-                                   lambda: references_stage(str(source), trackset, cfg))
+            if with_faces:
+                detections = run.detect()
+                trackset = run.driver_step("tracks", TRACKS_FILE, lambda: tracks_stage(detections, frame_count, cfg))
+                refs, chosen = run.driver_step("references", REFERENCES_FILE,
+                                               lambda: references_stage(str(source), trackset, cfg))
+            else:
+                trackset, refs, chosen = TrackSet(tracks=[], cuts=[], frame_count=frame_count), {}, {}
             segments = run.render(trackset, refs)
-        mux.assemble(segments, source, target, info)
+        if preview is None:
+            mux.assemble(segments, source, target, info)
+        else:
+            write_side_by_side(source, segments, target, info, frame_count)
+        if cfg.run.report and with_faces:
+            from .report import write_report
+
+            write_report(target, {"input": str(source), "output": str(target), "restorer": cfg.restore.restorer,
+                                  "strength": cfg.blend.strength, "frames": frame_count, "preview": preview,
+                                  "shots": len(trackset.cuts) + 1, "persons": len(trackset.person_ids),
+                                  "config_digest": cfg.digest(), "config": cfg.to_dict()},
+                         collect_stats(manifest, plan), chosen, refs)
     except BaseException as exc:
         if not manifest.finished_anything():
             remove_work_files(folder)  # nothing to resume from

@@ -6,9 +6,11 @@ Every executor runs these same functions: `LocalExecutor` below in a loop, the R
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Iterator
 
 from workers.chunks import Chunk, chunk_failed
@@ -46,11 +48,20 @@ def tracks_stage(detections: list, frame_count: int, cfg: Any) -> Any:
     return build_tracks(detections, frame_count, cfg)
 
 
-def references_stage(path: str, trackset: Any, cfg: Any) -> dict:
-    """Reference crops (and identity embedding) per track: dict[track_id, TrackRefs]."""
-    from .references import select_references
+def references_stage(path: str, trackset: Any, cfg: Any) -> tuple[dict, dict]:
+    """Per track: the reference crops (and identity embedding) the restorer gets, dict[track_id, TrackRefs],
+    and what was chosen and why, dict[track_id, TrackReferences], for the report."""
+    from .references import select_references_detailed
 
-    return select_references(path, trackset, cfg)
+    return select_references_detailed(path, trackset, cfg)
+
+
+@functools.lru_cache(maxsize=2)
+def report_embedder(name: str, device: str) -> Any:
+    """The identity embedder for the report's before/after similarity, loaded once per process."""
+    from tracking.embedders import get_embedder
+
+    return get_embedder(SimpleNamespace(track=SimpleNamespace(embedder=name), detect=SimpleNamespace(device=device)))
 
 
 def partial_path(path: Path) -> Path:
@@ -79,7 +90,9 @@ def render_stage(path: str, chunk: Chunk, info: Any, trackset: Any, refs: Any, r
     if len(frames) != chunk.context_stop - chunk.context_start:
         raise ReelfaceError(f"decoding frames {chunk.context_start}..{chunk.context_stop - 1} of {path} gave "
                             f"{len(frames)} frames: the file may be truncated or changed during the run")
-    restore_frames(frames, trackset, refs, restorer, cfg)
+    stats: dict = {}
+    restore_frames(frames, trackset, refs, restorer, cfg, stats=stats if cfg.run.report else None,
+                   embedder=report_embedder(cfg.track.embedder, cfg.detect.device) if cfg.run.report and trackset.tracks else None)
     segment = Path(segment)
     tmp = partial_path(segment)
     with VideoWriter(tmp, info, cfg.encode) as writer:
@@ -87,7 +100,18 @@ def render_stage(path: str, chunk: Chunk, info: Any, trackset: Any, refs: Any, r
             if chunk.start <= frame.index < chunk.stop:
                 writer.write(frame)
     os.replace(tmp, segment)
-    return {"frames": chunk.frames, "seconds": round(time.perf_counter() - began, 3)}
+    return {"frames": chunk.frames, "seconds": round(time.perf_counter() - began, 3),
+            "tracks": {track_id: own_frames(entry, chunk) for track_id, entry in stats.items()}}
+
+
+def own_frames(entry: Any, chunk: Chunk) -> dict[str, list]:
+    """A track's report numbers from one chunk, its frames limited to the chunk's own (context frames
+    belong to the neighbouring chunks and are counted there)."""
+    from dataclasses import asdict
+
+    data = asdict(entry)
+    data["frames"] = [f for f in data["frames"] if chunk.start <= f < chunk.stop]
+    return data
 
 
 class LocalExecutor:
