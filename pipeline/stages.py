@@ -91,8 +91,9 @@ def render_stage(path: str, chunk: Chunk, info: Any, trackset: Any, refs: Any, r
         raise ReelfaceError(f"decoding frames {chunk.context_start}..{chunk.context_stop - 1} of {path} gave "
                             f"{len(frames)} frames: the file may be truncated or changed during the run")
     stats: dict = {}
-    restore_frames(frames, trackset, refs, restorer, cfg, stats=stats if cfg.run.report else None,
-                   embedder=report_embedder(cfg.track.embedder, cfg.detect.device) if cfg.run.report and trackset.tracks else None)
+    measure = cfg.run.report and bool(trackset.tracks)
+    restore_frames(frames, trackset, refs, restorer, cfg, stats=stats if measure else None,
+                   embedder=report_embedder(cfg.track.embedder, cfg.detect.device) if measure else None)
     segment = Path(segment)
     tmp = partial_path(segment)
     with VideoWriter(tmp, info, cfg.encode) as writer:

@@ -16,7 +16,6 @@ def test_presets_load_and_differ():
 
 def test_default_yaml_documents_every_key():
     """The default preset is the documentation: it must name every key of every section."""
-    import dataclasses
 
     import yaml
 

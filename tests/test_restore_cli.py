@@ -5,11 +5,11 @@ import os
 import shutil
 import subprocess
 
-import av
 import imageio_ffmpeg
 import numpy as np
 import pytest
 
+from bad_media import audio_only
 from pipeline import synth
 from pipeline.cli import main
 
@@ -54,16 +54,6 @@ def _cut(src, dst, fraction):
     return dst
 
 
-def _audio_only(path):
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("aac", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 8000, 0
-        out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
-
-
 def _scrambled(src, dst):
     data = bytearray(src.read_bytes())
     middle = len(data) // 2
@@ -86,7 +76,7 @@ def test_bad_inputs(capsys, clip, tmp_path, case, message):
     src = {
         "missing": lambda: inputs / "nope.mp4",
         "text": lambda: (inputs / "notes.mp4").write_text("hello\n" * 200) and inputs / "notes.mp4",
-        "audio_only": lambda: _audio_only(inputs / "tone.m4a"),
+        "audio_only": lambda: audio_only(inputs / "tone.m4a"),
         "truncated": lambda: _cut(clip, inputs / "cut.mp4", 0.5),
         "moov_missing": lambda: _cut(clip, inputs / "cut.mp4", 0.01),
         "corrupt": lambda: _scrambled(clip, inputs / "bad.mp4"),

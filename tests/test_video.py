@@ -3,10 +3,10 @@
 import json
 from fractions import Fraction
 
-import av
 import numpy as np
 import pytest
 
+from bad_media import audio_only
 from pipeline import synth
 from pipeline.errors import ReelfaceError
 from pipeline.video import VideoWriter, choose_pix_fmt, decode, probe
@@ -137,12 +137,6 @@ def test_missing_and_non_video_inputs(tmp_path):
     with pytest.raises(ReelfaceError, match="directory"):
         probe(tmp_path)
     # a codec FFmpeg can open but the frame list check sees no video
-    audio = tmp_path / "tone.m4a"
-    with av.open(str(audio), "w") as out:
-        stream = out.add_stream("aac", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 8000, 0
-        out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+    audio = audio_only(tmp_path / "tone.m4a")
     with pytest.raises(ReelfaceError, match="no video stream"):
         probe(audio)
