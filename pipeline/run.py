@@ -33,6 +33,7 @@ from workers.chunks import MANIFEST_NAME, Chunk, Manifest, input_identity, plan_
 from . import mux
 from .config import Config
 from .errors import ReelfaceError
+from .restorers.registry import check_restorer
 from .stages import LocalExecutor, default_restorer_factory, references_stage, tracks_stage
 from .video import VideoInfo, probe, segment_suffix
 
@@ -221,6 +222,8 @@ def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool 
         if not mux.exact_timestamps(target, info):
             print(f"reelface: warning: {target.suffix} stores 1 ms timestamps, so the input's {info.time_base} "
                   "frame times will be rounded; write .mov, .mp4 or .nut to keep them exact", file=sys.stderr)
+    if make_restorer is None:
+        check_restorer(cfg.restore)
     frame_count = info.frame_count if preview is None else preview_frame_count(info, preview)
     plan = plan_chunks(frame_count, [k for k in info.keyframes if k < frame_count], info.pts[:frame_count],
                        info.time_base, cfg.run.chunk_seconds, cfg.run.context_frames)

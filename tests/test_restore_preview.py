@@ -32,3 +32,15 @@ def test_bad_preview_length_is_refused(data_dir, tmp_path, capsys):
     assert main(["restore", str(data_dir / "clips" / "keep_real_1.mp4"), "-o", str(out), "--preview", "0"]) == 2
     assert "--preview must be a positive" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_missing_weights_fail_before_any_work(data_dir, tmp_path, capsys):
+    out = tmp_path / "o.mp4"
+    clip = str(data_dir / "clips" / "keep_real_1.mp4")
+    args = ["restore", clip, "-o", str(out), "--restorer", "osdface", "--set", f"restore.weights={tmp_path / 'none'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "osdface weights are missing" in err and "associate_2.ckpt" in err and "Traceback" not in err
+    assert main(["restore", clip, "-o", str(out), "--restorer", "nosuch"]) == 2
+    assert "unknown restorer 'nosuch'" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "o.mp4.work").exists()

@@ -56,6 +56,20 @@ def get_restorer(restore_cfg) -> Restorer:
     return _resolve(_backend(restore_cfg.restorer))(restore_cfg)
 
 
+def check_restorer(restore_cfg) -> None:
+    """Fail now, with the fix, if the named restorer is unknown or its weights are missing: a long
+    job must not find that out after hours of detection."""
+    _backend(restore_cfg.restorer)
+    if restore_cfg.restorer == "osdface":
+        from .osdface_weights import check_present
+
+        check_present(restore_cfg)
+    elif restore_cfg.restorer == "onnx":
+        from .onnx import find_model_file
+
+        find_model_file(restore_cfg)
+
+
 def _weights_lines(name: str, restore_cfg) -> list[str]:
     if name == "osdface":
         from .osdface_weights import status_lines
