@@ -186,7 +186,8 @@ def _link_tracks(faces_per_frame, min_iou: float = 0.3) -> list[list[tuple[int, 
             best = max(open_tracks, default=None,
                        key=lambda tr: float(box_iou(tr[-1][1].box[None], face.box[None])[0, 0]))
             if best is not None and float(box_iou(best[-1][1].box[None], face.box[None])[0, 0]) >= min_iou:
-                open_tracks.remove(best)
+                # by identity: list.remove compares Face dataclasses, whose arrays have no single truth value
+                open_tracks = [tr for tr in open_tracks if tr is not best]
                 best.append((t, face))
                 next_open.append(best)
             else:

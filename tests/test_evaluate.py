@@ -48,3 +48,17 @@ def test_frame_count_mismatch_is_a_user_error(files, capsys):
     short = write_clip(folder / "short.mp4", [np.zeros((64, 64, 3), np.uint8)] * 3)
     assert main(["evaluate", str(short), "--input", str(degraded)]) == 2
     assert "frames" in capsys.readouterr().err
+
+
+def test_without_ground_truth_follows_several_faces(data_dir):
+    """Two people in every frame: each gets a track of its own (this once crashed on the second face)."""
+    import cv2
+
+    from pipeline.evaluate import measure_without_truth
+
+    photo = cv2.cvtColor(cv2.imread(str(data_dir / "images" / "two_people.jpg")), cv2.COLOR_BGR2RGB)
+    photo = photo[: photo.shape[0] // 2 * 2, : photo.shape[1] // 2 * 2]
+    frames = [photo.copy() for _ in range(3)]
+    report = measure_without_truth({"input": frames}, frames, min_track=3)
+    assert report["tracks"] == 2
+    assert all(c > 0.99 for c in report["input"]["identity_consistency_per_track"])
