@@ -242,6 +242,9 @@ def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool 
                 trackset = run.driver_step("tracks", TRACKS_FILE, lambda: tracks_stage(detections, frame_count, cfg))
                 refs, chosen = run.driver_step("references", REFERENCES_FILE,
                                                lambda: references_stage(str(source), trackset, cfg))
+                if not trackset.tracks:
+                    print(f"reelface: no faces found in {source}: its frames are re-encoded unchanged",
+                          file=sys.stderr)
             else:
                 trackset, refs, chosen = TrackSet(tracks=[], cuts=[], frame_count=frame_count), {}, {}
             segments = run.render(trackset, refs)

@@ -44,3 +44,16 @@ def test_missing_weights_fail_before_any_work(data_dir, tmp_path, capsys):
     assert main(["restore", clip, "-o", str(out), "--restorer", "nosuch"]) == 2
     assert "unknown restorer 'nosuch'" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "o.mp4.work").exists()
+
+
+def test_a_video_without_faces_is_copied_and_says_so(tmp_path, capsys):
+    import numpy as np
+
+    from pipeline.synth import write_clip
+
+    clip = write_clip(tmp_path / "flat.mp4", (np.full((64, 96, 3), 20 * i, np.uint8) for i in range(6)))
+    out = tmp_path / "out.mp4"
+    assert main(["restore", str(clip), "-o", str(out)]) == 0
+    assert "no faces found" in capsys.readouterr().err
+    assert probe(out).pts == probe(clip).pts
+    assert json.loads((tmp_path / "out.mp4.report.json").read_text())["tracks"] == []
