@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from . import align, blend
+from .restorers.base import crops_to_tensor, tensor_to_crops
 
 MASK_SMOOTH_SIGMA = 1.5  # frames; transforms (hence crops and paste masks) smoothed along each track
 DEFAULT_BATCH = 8  # crops per restorer call when restore.batch_size is 0 (auto) on the CPU
@@ -61,14 +61,6 @@ def _runs(frames_by_index: dict, trackset) -> list[_Run]:
     return runs
 
 
-def _to_tensor(crops: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def _from_tensor(batch: torch.Tensor) -> np.ndarray:
-    return (batch.detach().float().clamp(0, 1).mul(255.0).permute(0, 2, 3, 1).cpu().numpy())
-
-
 def restore_run(crops: np.ndarray, track_refs, restorer, batch_size: int) -> list[np.ndarray]:
     """Restored crops (float32 0..255) of one run, in order.
 
@@ -85,7 +77,7 @@ def restore_run(crops: np.ndarray, track_refs, restorer, batch_size: int) -> lis
     for start, stop in zip(bounds[:-1], bounds[1:]):
         lo, hi = max(0, start - radius), min(len(crops), stop + radius)
         refs = [track_refs] * (hi - lo) if track_refs is not None else None
-        restored = _from_tensor(restorer.restore(_to_tensor(crops[lo:hi]), refs))
+        restored = tensor_to_crops(restorer.restore(crops_to_tensor(crops[lo:hi]), refs))
         out.extend(restored[start - lo: stop - lo])
     return out
 

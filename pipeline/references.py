@@ -18,7 +18,7 @@ import torch
 
 from . import align
 from .errors import ReelfaceError
-from .restorers.base import TrackRefs
+from .restorers.base import TrackRefs, crops_to_tensor
 
 SHARPNESS_SIZE = 128  # aligned crops are measured at this size: sharpness relative to the face
 CANDIDATES_PER_REF = 4  # detections kept (by the cheap scores) per wanted reference before decoding
@@ -75,10 +75,6 @@ def spread_top(frames: list[int], scores: np.ndarray, k: int, min_gap: int) -> l
     return chosen
 
 
-def _to_tensor(crops: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
 def select_references_detailed(path, trackset, cfg) -> tuple[dict[int, TrackRefs], dict[int, TrackReferences]]:
     """References of every track and what was chosen; decodes only the frames of candidate detections."""
     from .process import track_transforms
@@ -108,7 +104,7 @@ def select_references_detailed(path, trackset, cfg) -> tuple[dict[int, TrackRefs
         info.scores = [round(found[p][2], 3) for p in picks]
         crops = [found[p][1] for p in picks]
         embedding = None if track.embedding is None else torch.from_numpy(np.asarray(track.embedding, np.float32))
-        refs[track.track_id] = TrackRefs(crops=_to_tensor(crops) if crops else torch.zeros(0, 3, 512, 512),
+        refs[track.track_id] = TrackRefs(crops=crops_to_tensor(crops) if crops else torch.zeros(0, 3, 512, 512),
                                          embedding=embedding)
         chosen[track.track_id] = info
     if cfg.references.photos:
@@ -161,7 +157,7 @@ def _add_photos(trackset, refs: dict[int, TrackRefs], chosen: dict[int, TrackRef
         photo_crops, _ = people[name]
         current = refs[track.track_id]
         # photos first: usually the sharpest references there are
-        refs[track.track_id] = TrackRefs(crops=torch.cat([_to_tensor(photo_crops), current.crops]),
+        refs[track.track_id] = TrackRefs(crops=torch.cat([crops_to_tensor(photo_crops), current.crops]),
                                          embedding=current.embedding)
         chosen[track.track_id].photos = list(map(str, cfg.references.photos[name]))
         chosen[track.track_id].person = name

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from ..errors import ReelfaceError
@@ -30,6 +31,18 @@ class Restorer(Protocol):
     def restore(self, crops: torch.Tensor, refs: list[TrackRefs] | None) -> torch.Tensor:
         """(B, 3, 512, 512) in [0, 1] -> (B, 3, 512, 512) in [0, 1]; same input, same output."""
         ...
+
+
+def crops_to_tensor(crops) -> torch.Tensor:
+    """uint8 RGB crops (N, H, W, 3), an array or a list, -> float (N, 3, H, W) in [0, 1]: the one way
+    from the CPU side to the model side."""
+    return torch.from_numpy(np.asarray(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def tensor_to_crops(batch: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [0, 1] -> float32 (N, H, W, 3) in 0..255 on the CPU, not rounded: blending goes on
+    in float."""
+    return batch.detach().float().clamp(0, 1).mul(255.0).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def check_crops(crops: torch.Tensor) -> None:

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from .base import CROP_SIZE, TrackRefs, check_crops
+from .base import CROP_SIZE, TrackRefs, check_crops, tensor_to_crops
 
 TEMPORAL_RADIUS = 7  # 15 frames per window (11 frames: about 0.35 dB less on the generated clips)
 FLOW_SIZE = 256  # flow on half-size grey crops: 4x cheaper, the same alignment on upscaled faces
@@ -177,7 +177,7 @@ class FusionRestorer:
 
     def restore(self, crops: torch.Tensor, refs: list[TrackRefs] | None = None) -> torch.Tensor:
         check_crops(crops)
-        images = (crops.detach().to("cpu", torch.float32).clamp(0, 1) * 255).permute(0, 2, 3, 1).numpy()
+        images = tensor_to_crops(crops)
         prepared = [_Crop(img) for img in images]
         ref_cache: dict[int, list[_Crop]] = {}
         out = np.empty_like(images)
