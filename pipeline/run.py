@@ -33,7 +33,7 @@ from workers.chunks import MANIFEST_NAME, Chunk, Manifest, input_identity, plan_
 from . import mux
 from .config import Config
 from .errors import ReelfaceError
-from .restorers.registry import check_restorer
+from .restorers.registry import check_restorer, needs_faces
 from .stages import LocalExecutor, default_restorer_factory, references_stage, tracks_stage
 from .video import VideoInfo, probe, segment_suffix
 
@@ -164,12 +164,6 @@ def preview_frame_count(info: VideoInfo, seconds: float) -> int:
     return max(1, sum(1 for pts in info.pts if pts < limit))
 
 
-def faces_needed(cfg: Config, make_restorer: Callable[[], Any] | None) -> bool:
-    """The identity restorer changes no pixel, so its run skips detection, tracks and references: it is
-    the pure video path, the baseline that overhead is measured against."""
-    return make_restorer is not None or cfg.restore.restorer != "identity"
-
-
 def collect_stats(manifest: Manifest, plan: list[Chunk]) -> dict[int, Any]:
     """Every chunk's report numbers, merged per track (from the manifest, so a resumed run reports all)."""
     from .report import TrackStats
@@ -232,7 +226,7 @@ def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool 
     manifest, notes = Manifest.open(folder, identity=input_identity(source), plan=plan, digests=stage_digests(cfg))
     for note in notes:
         print(f"reelface: {note}", file=sys.stderr)
-    with_faces = faces_needed(cfg, make_restorer)
+    with_faces = make_restorer is not None or needs_faces(cfg.restore)  # a custom restorer may change pixels
     try:
         with executor, tqdm(total=(2 if with_faces else 1) * frame_count, unit="frame", desc="detect",
                             dynamic_ncols=True, mininterval=0.5, disable=None) as progress:

@@ -27,7 +27,7 @@ def default_dir() -> Path:
     return models_home() / "onnx"
 
 
-def find_model_file(restore_cfg) -> Path:
+def check_present(restore_cfg) -> Path:
     """restore.weights, or the one .onnx file in the default folder."""
     if restore_cfg.weights:
         path = Path(restore_cfg.weights).expanduser()
@@ -71,7 +71,7 @@ class OnnxRestorer:
     def __init__(self, restore_cfg):
         import onnxruntime as ort
 
-        self.path = find_model_file(restore_cfg)
+        self.path = check_present(restore_cfg)
         try:
             self.session = ort.InferenceSession(str(self.path), providers=_providers(restore_cfg.device))
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files

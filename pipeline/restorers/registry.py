@@ -19,17 +19,21 @@ class Backend:
     name: str
     factory: str  # "module:attribute", called with the restore config section
     summary: str
+    weights: str | None = None  # module with check_present(restore_cfg) and status_lines(restore_cfg)
+    needs_faces: bool = True  # False: changes no pixel, so a run skips detection, tracks and references
 
 
 BACKENDS = {b.name: b for b in (
     Backend("fusion", "pipeline.restorers.fusion:FusionRestorer",
             "multi-frame fusion along each track; no weights, nothing invented"),
     Backend("osdface", "pipeline.restorers.osdface:load_restorer",
-            "one-step diffusion (OSDFace weights on Stable Diffusion 2.1-base)"),
+            "one-step diffusion (OSDFace weights on Stable Diffusion 2.1-base)",
+            weights="pipeline.restorers.osdface_weights"),
     Backend("onnx", "pipeline.restorers.onnx:OnnxRestorer",
-            "your 512x512 face restorer in ONNX (GFPGAN / CodeFormer / GPEN style)"),
+            "your 512x512 face restorer in ONNX (GFPGAN / CodeFormer / GPEN style)",
+            weights="pipeline.restorers.onnx"),
     Backend("identity", "pipeline.restorers.identity:IdentityRestorer",
-            "returns the input (baseline for benchmarks and tests)"),
+            "returns the input (baseline for benchmarks and tests)", needs_faces=False),
 )}
 
 
@@ -59,26 +63,20 @@ def get_restorer(restore_cfg) -> Restorer:
 def check_restorer(restore_cfg) -> None:
     """Fail now, with the fix, if the named restorer is unknown or its weights are missing: a long
     job must not find that out after hours of detection."""
-    _backend(restore_cfg.restorer)
-    if restore_cfg.restorer == "osdface":
-        from .osdface_weights import check_present
-
-        check_present(restore_cfg)
-    elif restore_cfg.restorer == "onnx":
-        from .onnx import find_model_file
-
-        find_model_file(restore_cfg)
+    backend = _backend(restore_cfg.restorer)
+    if backend.weights:
+        importlib.import_module(backend.weights).check_present(restore_cfg)
 
 
-def _weights_lines(name: str, restore_cfg) -> list[str]:
-    if name == "osdface":
-        from .osdface_weights import status_lines
+def needs_faces(restore_cfg) -> bool:
+    """Whether a run with this restorer needs faces found at all (the identity restorer does not: its
+    run is the pure video path, the baseline that overhead is measured against)."""
+    return _backend(restore_cfg.restorer).needs_faces
 
-        return status_lines(restore_cfg)
-    if name == "onnx":
-        from .onnx import status_lines
 
-        return status_lines(restore_cfg)
+def _weights_lines(backend: Backend, restore_cfg) -> list[str]:
+    if backend.weights:
+        return importlib.import_module(backend.weights).status_lines(restore_cfg)
     return ["  needs no weights"]
 
 
@@ -93,7 +91,7 @@ def describe_models(cfg) -> str:
         restore_cfg = cfg.restore if cfg.restore.restorer == name else _with_defaults(cfg.restore)
         chosen = "  (configured)" if cfg.restore.restorer == name else ""
         lines.append(f"{name}: {backend.summary}{chosen}")
-        lines.extend(_weights_lines(name, restore_cfg))
+        lines.extend(_weights_lines(backend, restore_cfg))
     return "\n".join(lines)
 
 
