@@ -14,6 +14,7 @@ Gaussian noise sigma 8, JPEG quality 35). Its face landmarks are known exactly o
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from . import metrics
 from .errors import ReelfaceError
+from .synth import ClipSpec, clean_clip, degrade, write_clip
 
 FACE_MARGIN = 2.4  # the photo is cropped to this many face-box sizes around the face before moving it
 
@@ -46,8 +48,6 @@ def _detector():
 def make_ground_truth_clip(photo: str | Path | np.ndarray, n_frames: int = 24, size: int = 512, seed: int = 0,
                            detector=None) -> GroundTruthClip:
     """A clean clip of the photo's face on a smooth path, its degraded version and exact landmarks."""
-    from .synth import clean_clip, degrade
-
     rgb = _read_rgb(photo) if not isinstance(photo, np.ndarray) else photo
     face = _largest_face((detector or _detector()).detect([rgb])[0])
     if face is None:
@@ -233,14 +233,15 @@ def _read_video(path: str | Path) -> list[np.ndarray]:
     return [np.array(frame.rgb) for frame in decode(path)]
 
 
-def side_by_side(left: list[np.ndarray], right: list[np.ndarray], path: str | Path) -> Path:
-    """input | restored, one video (even width and height, as H.264 wants)."""
-    from .synth import write_clip
+def side_by_side(left: Iterable[np.ndarray], right: Iterable[np.ndarray], path: str | Path,
+                 spec: ClipSpec | None = None) -> Path:
+    """input | restored, one video, streamed frame by frame (even width and height, as H.264 wants)."""
+    def pairs():
+        for a, b in zip(left, right):
+            both = np.concatenate([a, b], 1)
+            yield both[: both.shape[0] // 2 * 2, : both.shape[1] // 2 * 2]
 
-    frames = [np.concatenate([a, b], 1) for a, b in zip(left, right)]
-    h, w = frames[0].shape[:2]
-    frames = [f[: h - h % 2, : w - w % 2] for f in frames]
-    return write_clip(path, frames)
+    return write_clip(path, pairs(), spec or ClipSpec())
 
 
 def evaluate(restored, input, ground_truth=None, out_dir=None) -> dict:

@@ -23,7 +23,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 from tqdm import tqdm
 
 from tracking.faces import TrackSet
@@ -180,19 +179,16 @@ def collect_stats(manifest: Manifest, plan: list[Chunk]) -> dict[int, Any]:
 
 def write_side_by_side(source: Path, segments: list[Path], target: Path, info: VideoInfo, frame_count: int) -> None:
     """The preview: input | restored, streamed frame by frame, with the input's timestamps."""
+    from .evaluate import side_by_side
     from .stages import partial_path
-    from .synth import ClipSpec, write_clip
+    from .synth import ClipSpec
     from .video import decode
 
-    def pairs():
-        restored = (frame for segment in segments for frame in decode(segment))
-        for before, after in zip(decode(source, 0, frame_count, info=info), restored):
-            both = np.concatenate([before.rgb, after.rgb], 1)
-            yield both[: both.shape[0] // 2 * 2, : both.shape[1] // 2 * 2]  # H.264 4:2:0 wants even sizes
-
+    before = (frame.rgb for frame in decode(source, 0, frame_count, info=info))
+    after = (frame.rgb for segment in segments for frame in decode(segment))
     tmp = partial_path(target)
     try:
-        write_clip(tmp, pairs(), ClipSpec(time_base=info.time_base, pts=list(info.pts[:frame_count])))
+        side_by_side(before, after, tmp, ClipSpec(time_base=info.time_base, pts=list(info.pts[:frame_count])))
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
