@@ -16,10 +16,18 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override one config value, e.g. --set encode.codec=ffv1 (repeatable)")
 
 
-def _load(args: argparse.Namespace, extra: list[str]):
+def _load(args: argparse.Namespace, extra: list[str], flags: dict[str, str] | None = None):
     from .config import load_config
 
-    return load_config(args.config, [*args.overrides, *extra])
+    return load_config(args.config, [*args.overrides, *extra], flags)
+
+
+# restore's flags that set a config value: config key -> flag, attribute of the parsed arguments
+RESTORE_FLAGS = {"restore.restorer": ("--restorer", "restorer"), "blend.strength": ("--strength", "strength"),
+                 "encode.codec": ("--encoder", "encoder"), "run.executor": ("--executor", "executor"),
+                 "run.address": ("--address", "address"), "run.work_dir": ("--work-dir", "work_dir"),
+                 "run.preview_seconds": ("--preview", "preview"),
+                 "run.keep_work_dir": ("--keep-work-dir", "keep_work_dir")}
 
 
 def _parse_refs(items: list[str]) -> list[str]:
@@ -43,25 +51,26 @@ def cmd_restore(args: argparse.Namespace) -> None:
     from .run import restore
 
     extra = _parse_refs(args.ref)
-    for key, value in (("restore.restorer", args.restorer), ("blend.strength", args.strength),
-                       ("encode.codec", args.encoder), ("run.executor", args.executor),
-                       ("run.address", args.address), ("run.work_dir", args.work_dir),
-                       ("run.preview_seconds", args.preview)):
-        if value is not None:
-            extra.append(f"{key}={value}")
-    restore(args.input, args.output, _load(args, extra), overwrite=args.overwrite)
+    flags = {}
+    for key, (flag, attribute) in RESTORE_FLAGS.items():
+        value = getattr(args, attribute)
+        if value is not None and value is not False:  # a flag left out keeps the config's value
+            extra.append(f"{key}={json.dumps(value)}")
+            flags[key] = flag
+    restore(args.input, args.output, _load(args, extra, flags), overwrite=args.overwrite)
 
 
 def cmd_analyze(args: argparse.Namespace) -> None:
     from tracking.analyze import analyze
 
-    analyze(args.input, args.output, _load(args, []), preview=args.preview)
+    analyze(args.input, args.output, _load(args, []), preview=args.preview, overwrite=args.overwrite)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
 
-    report = evaluate(args.restored, args.input, ground_truth=args.ground_truth, out_dir=args.out_dir)
+    report = evaluate(args.restored, args.input, ground_truth=args.ground_truth, out_dir=args.out_dir,
+                      overwrite=args.overwrite)
     print(json.dumps(report, indent=2))
 
 
@@ -76,8 +85,15 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(describe_models(_load(args, [])))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error (`--help` still shows the usage)."""
+
+    def error(self, message: str):
+        self.exit(2, f"reelface: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reelface", description=__doc__)
+    parser = OneLineParser(prog="reelface", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("restore", help="restore every face in a video")
@@ -92,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", type=float, metavar="SECONDS", help="restore only the first SECONDS, side by side")
     p.add_argument("--ref", action="append", default=[], metavar="NAME=a.jpg,b.jpg",
                    help="reference photos of a person (repeatable)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (video and report)")
+    p.add_argument("--keep-work-dir", action="store_true",
+                   help="keep the work dir (manifest, detections, segments) after success")
     _config_args(p)
     p.set_defaults(func=cmd_restore)
 
@@ -104,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True, help="tracks.json path")
     p.add_argument("--preview", help="write a video with boxes, ids and landmarks drawn")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _config_args(p)
     p.set_defaults(func=cmd_analyze)
 
@@ -112,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="the video that was restored")
     p.add_argument("--ground-truth", help="clean video, when known (generated clips)")
     p.add_argument("--out-dir", help="where to write the side-by-side and the report")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files in --out-dir")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("models", help="list restorer backends and their weights, or download them")
@@ -127,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except ReelfaceError as exc:
-        print(f"reelface: error: {exc}", file=sys.stderr)
+        # one line whatever the message: a script reading stderr, or a person, sees the whole error
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        print(f"reelface: error: {'; '.join(lines)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("reelface: interrupted", file=sys.stderr)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,18 +122,146 @@ class Config:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
+# What each setting may be, beyond its type. Ranges are closed unless the low end is marked open:
+# (low, high, low_is_open), None for no bound. A value outside them would run and give wrong output
+# (strength 2 doubles the change, -1 inverts it), so it is refused before any work.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                "veryslow", "placebo")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "encode.codec": ("libx264", "libx265", "prores_ks", "prores", "ffv1"),
+    "encode.preset": X264_PRESETS,
+    "detect.backend": ("retinaface", "scrfd"),
+    "track.embedder": ("dlib", "arcface"),
+    "restore.dtype": ("auto", "float32", "float16", "bfloat16"),
+    "run.executor": ("local", "ray"),
+}
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEVICES = ("detect.device", "restore.device")
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "encode.crf": (0, 51, False),
+    "detect.threshold": (0, 1, True),
+    "detect.min_face": (1, None, False),
+    "detect.small_face": (0, None, False),
+    "detect.stride": (1, None, False),
+    "track.iou_weight": (0, None, False),
+    "track.embedding_weight": (0, None, False),
+    "track.max_cost": (0, None, True),
+    "track.max_gap": (0, None, False),
+    "track.min_hits": (1, None, False),
+    "track.reid_threshold": (-1, 1, False),
+    "track.embed_every": (1, None, False),
+    "track.bridge_gap": (0, None, False),
+    "track.shot_threshold": (0, None, True),
+    "track.smoothing": (0, None, False),
+    "references.top_k": (0, None, False),
+    "references.min_gap": (0, None, False),
+    "restore.batch_size": (0, None, False),
+    "restore.fidelity": (0, 1, False),
+    "blend.strength": (0, 1, False),
+    "blend.temporal": (0, 1, False),
+    "blend.feather": (0, 1, False),
+    "run.chunk_seconds": (0, None, True),
+    "run.context_frames": (0, None, False),
+    "run.restore_actors": (0, None, False),
+    "run.gpus_per_actor": (0, None, True),
+    "run.gpus_per_detect": (0, None, False),
+    "run.batch_crops": (1, None, False),
+    "run.batch_wait_ms": (0, None, False),
+    "run.max_inflight": (1, None, False),
+    "run.retries": (0, None, False),
+    "run.preview_seconds": (0, None, True),
+}
+
+
+def _merge(obj: Any, values: Any, where: str) -> None:
+    if not isinstance(values, dict):
+        raise ReelfaceError(f"config '{where.rstrip('.') or 'file'}' must be a mapping of keys to values "
+                            f"(section: then key: value lines), not {type(values).__name__} {values!r}"[:300])
     names = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in values.items():
         if key not in names:
             raise ReelfaceError(f"unknown config key '{where}{key}' (known: {', '.join(sorted(names))})")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise ReelfaceError(f"config '{where}{key}' must be a mapping")
             _merge(current, value, f"{where}{key}.")
         else:
             setattr(obj, key, value)
+
+
+def _as_type(value: Any, kind: Any, name: str) -> Any:
+    """`value` converted to the field's declared type, or a one-line ReelfaceError saying what is wanted."""
+    optional = typing.get_origin(kind) in (typing.Union, types.UnionType) \
+        and type(None) in typing.get_args(kind)
+    if optional:
+        if value is None:
+            return None
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    shown = repr(value) if not isinstance(value, float) else str(value)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ReelfaceError(f"{name} must be true or false, got {shown}")
+    if kind in (int, float):
+        if isinstance(value, str):  # YAML reads 1e3, nan and inf as text
+            try:
+                value = float(value) if kind is float or not value.strip().lstrip("+-").isdigit() else int(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ReelfaceError(f"{name} must be a {'whole ' if kind is int else ''}number, got {shown}")
+        if not math.isfinite(value):
+            raise ReelfaceError(f"{name} must be a finite number, got {value}")
+        if kind is int:
+            if value != int(value):
+                raise ReelfaceError(f"{name} must be a whole number, got {value}")
+            return int(value)
+        return float(value)
+    if kind is str:
+        if isinstance(value, str) and value:
+            return value
+        raise ReelfaceError(f"{name} must be a non-empty text, got {shown}")
+    if typing.get_origin(kind) is dict:  # references.photos: name -> list of paths
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, list) and v and all(isinstance(p, str) for p in v)
+                for k, v in value.items()):
+            raise ReelfaceError(f"{name} must map each person's name to a list of photo paths, got {shown}")
+        return value
+    raise TypeError(f"config field {name} has a type validation does not know: {kind}")
+
+
+def _check_limits(value: Any, name: str) -> None:
+    if value is None:
+        return
+    if name in CHOICES and value not in CHOICES[name]:
+        raise ReelfaceError(f"{name} is '{value}', which is not available: use {' | '.join(CHOICES[name])}")
+    if name in DEVICES and not DEVICE_PATTERN.fullmatch(value):
+        raise ReelfaceError(f"{name} is '{value}'; use auto | cpu | cuda | cuda:N")
+    if name in RANGES:
+        low, high, low_open = RANGES[name]
+        below = low is not None and (value <= low if low_open else value < low)
+        if below or (high is not None and value > high):
+            bounds = f"above {low}" if low_open else f"at least {low}"
+            if high is not None:
+                bounds = f"above {low} and at most {high}" if low_open else f"between {low} and {high}"
+            raise ReelfaceError(f"{name} must be {bounds}, got {value}")
+
+
+def validate(cfg: "Config", flags: dict[str, str] | None = None) -> None:
+    """Convert every value to its declared type and check its limits, in place (one ReelfaceError:
+    the first problem, naming the key, and the command-line flag that set it if given in `flags`)."""
+    for section in dataclasses.fields(cfg):
+        obj = getattr(cfg, section.name)
+        hints = typing.get_type_hints(type(obj))
+        for f in dataclasses.fields(obj):
+            key = f"{section.name}.{f.name}"
+            try:
+                value = _as_type(getattr(obj, f.name), hints[f.name], key)
+                _check_limits(value, key)
+            except ReelfaceError as exc:
+                if flags and key in flags:
+                    raise ReelfaceError(f"{flags[key]}: {exc}") from None
+                raise
+            setattr(obj, f.name, value)
 
 
 def parse_override(text: str) -> dict[str, Any]:
@@ -143,8 +275,10 @@ def parse_override(text: str) -> dict[str, Any]:
     return value
 
 
-def load_config(preset: str | Path = "default", overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the preset (a name in configs/ or a YAML path), then each override in order."""
+def load_config(preset: str | Path = "default", overrides: list[str] | tuple[str, ...] = (),
+                flags: dict[str, str] | None = None) -> Config:
+    """Defaults, then the preset (a name in configs/ or a YAML path), then each override in order; then
+    every value validated (`flags`: config key -> the command-line flag that set it, for messages)."""
     path = Path(preset)
     if not path.suffix:
         path = PRESET_DIR / f"{preset}.yaml"
@@ -152,11 +286,18 @@ def load_config(preset: str | Path = "default", overrides: list[str] | tuple[str
         known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
         raise ReelfaceError(f"config preset '{preset}' not found (presets: {known}, or a path to a .yaml file)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ReelfaceError(f"config file {path} is not valid YAML: {exc}") from None
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ReelfaceError(f"config file {path} is not valid YAML{at}: "
+                            f"{getattr(exc, 'problem', None) or 'parse error'}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReelfaceError(f"config file {path} cannot be read ({exc})") from None
+    data = {} if data is None else data
     cfg = Config()
     _merge(cfg, data, "")
     for text in overrides:
         _merge(cfg, parse_override(text), "")
+    validate(cfg, flags)
     return cfg

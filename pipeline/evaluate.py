@@ -244,12 +244,17 @@ def side_by_side(left: Iterable[np.ndarray], right: Iterable[np.ndarray], path: 
     return write_clip(path, pairs(), spec or ClipSpec())
 
 
-def evaluate(restored, input, ground_truth=None, out_dir=None) -> dict:
+def evaluate(restored, input, ground_truth=None, out_dir=None, overwrite: bool = False) -> dict:
     """`reelface evaluate`: metrics of a restored video against its input (and ground truth if known)."""
+    from .outputs import written
+    from .preflight import EVALUATION_FILES, check_evaluate
+
+    videos = {"restored": Path(restored), "input": Path(input)}
+    if ground_truth is not None:
+        videos["ground truth"] = Path(ground_truth)
+    out = Path(out_dir) if out_dir is not None else None
+    check_evaluate(videos, out, overwrite)
     restored_frames, input_frames = _read_video(restored), _read_video(input)
-    if len(restored_frames) != len(input_frames):
-        raise ReelfaceError(f"{restored} has {len(restored_frames)} frames and {input} {len(input_frames)}: "
-                            "give the input the restored video was made from")
     videos = {"input": input_frames, "restored": restored_frames}
     if ground_truth is not None:
         report = measure_against_truth(videos, _read_video(ground_truth))
@@ -261,11 +266,14 @@ def evaluate(restored, input, ground_truth=None, out_dir=None) -> dict:
         report = measure_without_truth(videos, input_frames)
     report.update({"restored_path": str(restored), "input_path": str(input),
                    "ground_truth_path": None if ground_truth is None else str(ground_truth)})
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        report["side_by_side"] = str(side_by_side(input_frames, restored_frames, out / "side_by_side.mp4"))
-        (out / "evaluation.json").write_text(json.dumps(report, indent=2))
+    if out is not None:
+        out.mkdir(exist_ok=True)
+        movie, summary = (out / name for name in EVALUATION_FILES)
+        with written(movie) as tmp:
+            side_by_side(input_frames, restored_frames, tmp)
+        report["side_by_side"] = str(movie)
+        with written(summary) as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
     return report
 
 

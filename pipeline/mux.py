@@ -3,14 +3,21 @@
 PyAV does the muxing (no `ffmpeg -f concat`: its concat demuxer restarts timestamps at 0, which
 desyncs a video that starts late). Packets keep their pts/dts; MP4/MOV get the video time base as
 their movie timescale so the start offset (an edit list) stays exact.
+
+Where the target container cannot hold a stream as it is, it is converted only where nothing is lost:
+mov_text subtitles become SubRip text (Matroska has no mov_text), and a QuickTime timecode track
+becomes the video's timecode tag (the MOV/MP4 muxer writes it back as a tmcd track). After assembly
+every frame time and the start of every copied stream are compared with the source (`check_timing`):
+a container that moves them (MPEG-TS's muxing offsets, Matroska shifting all streams after a negative
+audio start) is refused, and `rehearse` finds that out on the first frames before any work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import io
 import math
-import os
-import uuid
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -18,21 +25,24 @@ from pathlib import Path
 import av
 
 from .errors import ReelfaceError
-from .video import VideoInfo, encoder_name, open_input
+from .outputs import written
+from .video import VideoInfo, VideoWriter, decode, encoder_name, open_input
 
 _MOV_FAMILY = {".mp4", ".m4v", ".mov", ".3gp", ".3g2", ".m4a"}
 # libavformat writes its own: the tool that made the file, and the MP4 brands that name the codecs inside.
 _SKIP_METADATA = {"encoder", "major_brand", "minor_version", "compatible_brands"}
-
+REHEARSAL_FRAMES = 12  # enough for an encoder's reorder delay and the first packets of every stream
 
 def container_options(output: Path, time_bases: list[Fraction]) -> dict[str, str]:
     """MP4/MOV: a movie timescale in which every stream's start offset (edit list) is exact.
 
     The default (1/1000) moved hamilton.mp4's video by 9 ticks; the video's own denominator alone
     still moved its audio (1/44100) by 4, so take the least common multiple of all of them.
+    Other containers: no shift of every stream when one starts before 0 (AAC's priming packet at
+    -1024 samples moved all of an MP4's frames by 23 ms in Matroska and MPEG-TS).
     """
     if output.suffix.lower() not in _MOV_FAMILY:
-        return {}
+        return {"avoid_negative_ts": "disabled"}
     scale = 1
     for tb in time_bases:
         scale = math.lcm(scale, tb.denominator)
@@ -48,55 +58,55 @@ def exact_timestamps(output: Path, info: VideoInfo) -> bool:
     return all((pts * info.time_base * 1000).denominator == 1 for pts in info.pts)
 
 
-def temp_path(output: Path) -> Path:
-    """A hidden name beside the output, same suffix (libavformat picks the format from it)."""
-    return output.with_name(f".{output.stem}.{uuid.uuid4().hex[:8]}.partial{output.suffix}")
+# A one-cue SubRip file: the template of a SubRip output stream (PyAV cannot open a subtitle encoder
+# without an ASS header, but a stream copied from a template needs none).
+_SRT_TEMPLATE = b"1\n00:00:00,000 --> 00:00:00,001\nx\n\n"
 
 
-def _copy_stream(out: av.container.OutputContainer, template: av.stream.Stream, output: Path):
+def _stream_name(stream: av.stream.Stream) -> str:
+    return f"#{stream.index} ({stream.type}, {stream.codec_context.name if stream.codec_context else 'no codec'})"
+
+
+def _mov_text_to_srt(packet: av.Packet) -> av.Packet | None:
+    """A mov_text sample is a 16-bit text length, the UTF-8 text, then style boxes SubRip has no use
+    for; an empty sample only ends the previous cue (SubRip cues carry their own duration)."""
+    data = bytes(packet)
+    length = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
+    if length == 0:
+        return None
+    text = av.Packet(data[2:2 + length])
+    text.pts, text.dts, text.duration, text.time_base = packet.pts, packet.dts, packet.duration, packet.time_base
+    return text
+
+
+def _add_copy(out: av.container.OutputContainer, template: av.stream.Stream, output: Path,
+              templates: contextlib.ExitStack):
+    """The output stream for a copied stream, and the packet conversion it needs (None: copy as is)."""
+    convert = None
     try:
         stream = out.add_stream_from_template(template)
     except ValueError:
-        name = template.codec_context.name if template.codec_context else template.type
-        raise ReelfaceError(
-            f"the output container ({output.suffix or 'no suffix'}) cannot hold stream #{template.index} "
-            f"({template.type}, {name}); write to a container that can, e.g. .mkv") from None
+        if template.type != "subtitle" or template.codec_context.name != "mov_text":
+            raise ReelfaceError(
+                f"the output container ({output.suffix or 'no suffix'}) cannot hold stream {_stream_name(template)}; "
+                "write to a container that can (.mkv holds audio, SubRip/ASS subtitles and attachments, "
+                ".mp4/.mov hold mov_text subtitles and timecode)") from None
+        srt = templates.enter_context(av.open(io.BytesIO(_SRT_TEMPLATE), format="srt"))
+        stream, convert = out.add_stream_from_template(srt.streams[0]), _mov_text_to_srt
     stream.metadata.update(template.metadata)
     stream.disposition = template.disposition
-    return stream
+    return stream, convert
+
+
+def _is_timecode(stream: av.stream.Stream) -> bool:
+    return stream.type == "data" and "timecode" in stream.metadata
 
 
 def _copied(src: av.container.InputContainer, info: VideoInfo) -> list[av.stream.Stream]:
-    """Every stream but the restored video, less those the demuxer discards: an MP4 chapter track
-    is such a stream, and the muxer writes it anew from the chapters."""
-    return [s for s in src.streams if s.index != info.video_index and s.discard != av.stream.Discard.all]
-
-
-def check_output_container(source: Path, output: Path, info: VideoInfo, codec: str) -> None:
-    """Fail before any work if the output's container cannot hold the new video or a copied stream.
-
-    An output container that is never started writes nothing, so this leaves no file behind.
-    """
-    try:
-        av.Codec(encoder_name(codec), "w")
-    except ValueError:
-        raise ReelfaceError(f"encoder '{codec}' is not available in this FFmpeg build; "
-                            "use libx264, libx265, prores_ks or ffv1") from None
-    try:
-        out = av.open(str(temp_path(output)), "w")
-    except ValueError:
-        raise ReelfaceError(f"unknown output container '{output.suffix}'; use .mp4, .mov or .mkv") from None
-    try:
-        try:
-            out.add_stream(encoder_name(codec))
-        except ValueError:
-            raise ReelfaceError(f"the output container ({output.suffix}) cannot hold {codec} video; "
-                                "use .mkv (it holds every codec) or pick another encoder") from None
-        with open_input(source) as src:
-            for stream in _copied(src, info):
-                _copy_stream(out, stream, output)
-    finally:
-        out.close()
+    """Every stream but the restored video, less those the demuxer discards (an MP4 chapter track: the
+    muxer writes it anew from the chapters) and timecode tracks (carried as the video's timecode tag)."""
+    return [s for s in src.streams if s.index != info.video_index and s.discard != av.stream.Discard.all
+            and not _is_timecode(s)]
 
 
 def _segment_packets(segments: list[Path], out_stream) -> Iterator[av.Packet]:
@@ -122,14 +132,31 @@ def _segment_packets(segments: list[Path], out_stream) -> Iterator[av.Packet]:
                 yield packet
 
 
-def _source_packets(src: av.container.InputContainer, stream_map: dict) -> Iterator[av.Packet]:
+def _source_packets(src: av.container.InputContainer, stream_map: dict, until: Fraction | None,
+                    starts: dict[int, Fraction]) -> Iterator[av.Packet]:
+    """The copied streams' packets (converted where needed), those before `until` seconds only if given;
+    notes each stream's earliest time in `starts` for the timing check."""
     copied = [s for s in src.streams if s.index in stream_map]
     if not copied:
         return
     for packet in src.demux(copied):
-        if packet.size or packet.pts is not None:
-            packet.stream = stream_map[packet.stream_index]
-            yield packet
+        if not packet.size and packet.pts is None:
+            continue
+        index = packet.stream_index
+        at = None if packet.pts is None else packet.pts * packet.time_base
+        if until is not None and at is not None and at >= until:
+            if at > until + 2:  # past the demuxer's interleaving distance: nothing earlier follows
+                return
+            continue
+        if at is not None and (index not in starts or at < starts[index]):
+            starts[index] = at
+        stream, convert = stream_map[index]
+        if convert is not None:
+            packet = convert(packet)
+            if packet is None:
+                continue
+        packet.stream = stream
+        yield packet
 
 
 def _interleave(*feeds: Iterable[av.Packet]) -> Iterator[av.Packet]:
@@ -150,43 +177,117 @@ def _interleave(*feeds: Iterable[av.Packet]) -> Iterator[av.Packet]:
         yield packet
 
 
-def assemble(segments: list[Path], source: Path, output: Path, info: VideoInfo) -> None:
-    """Write `output`: the segments' video (in order) + every other stream, chapter and tag of `source`."""
+def assemble(segments: list[Path], source: Path, output: Path, info: VideoInfo, frame_count: int | None = None,
+             until: Fraction | None = None) -> None:
+    """Write `output`: the segments' video (in order) + every other stream, chapter and tag of `source`
+    (their packets before `until` seconds only, if given), then check its timing against the source
+    (`frame_count` frames) before it takes the output's name."""
     output = Path(output)
-    tmp = temp_path(output)
+    frame_count = info.frame_count if frame_count is None else frame_count
     try:
-        with open_input(source) as src, av.open(str(segments[0])) as first:
-            time_bases = [info.time_base] + [s.time_base for s in _copied(src, info) if s.time_base]
-            out = av.open(str(tmp), "w", container_options=container_options(output, time_bases))
+        with written(output) as tmp, open_input(source) as src, av.open(str(segments[0])) as first, \
+                contextlib.ExitStack() as templates:
+            copied = _copied(src, info)
+            time_bases = [info.time_base] + [s.time_base for s in copied if s.time_base]
+            options = container_options(output, time_bases)
+            timecode = next((s.metadata["timecode"] for s in src.streams if _is_timecode(s)), None)
+            if timecode and output.suffix.lower() in _MOV_FAMILY:
+                options["write_tmcd"] = "1"  # MP4 too: the muxer writes a tmcd track only for MOV by default
+            out = av.open(str(tmp), "w", container_options=options)
+            starts: dict[int, Fraction] = {}
             try:
                 stream_map = {}
                 video_out = None
-                copied = {s.index for s in _copied(src, info)}
                 for stream in src.streams:
                     if stream.index == info.video_index:
-                        video_out = _copy_stream(out, first.streams.video[0], output)
+                        video_out, _ = _add_copy(out, first.streams.video[0], output, templates)
                         video_out.metadata.clear()
                         video_out.metadata.update(stream.metadata)
+                        if timecode:
+                            video_out.metadata["timecode"] = timecode
                         video_out.disposition = stream.disposition
                         _set_video_tags(video_out, info)
-                    elif stream.index in copied:
-                        stream_map[stream.index] = _copy_stream(out, stream, output)
+                    elif stream.index in {s.index for s in copied}:
+                        stream_map[stream.index] = _add_copy(out, stream, output, templates)
                 out.metadata.update({k: v for k, v in src.metadata.items() if k.lower() not in _SKIP_METADATA})
                 chapters = src.chapters()
                 if chapters:
                     out.set_chapters(chapters)
-                for packet in _interleave(_segment_packets(segments, video_out), _source_packets(src, stream_map)):
+                for packet in _interleave(_segment_packets(segments, video_out),
+                                          _source_packets(src, stream_map, until, starts)):
                     out.mux(packet)
             finally:
                 out.close()
-        os.replace(tmp, output)
+            check_timing(tmp, output, info, frame_count, {src.streams[i]: s.index for i, (s, _) in stream_map.items()},
+                         starts)
     except av.error.FFmpegError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ReelfaceError(f"writing {output} failed ({exc.strerror or exc}); check the disk space and "
-                            "that the container suits the streams (.mkv holds anything)") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        raise ReelfaceError(f"writing {output} failed ({exc.strerror or exc}); check the disk space, or write "
+                            ".mkv (it holds most streams)") from None
+
+
+def check_timing(path: Path, output: Path, info: VideoInfo, frame_count: int, copied: dict, starts: dict) -> None:
+    """Every video frame at its source time and every copied stream starting where it started, each
+    within one tick of the coarser time base (Matroska stores milliseconds); the same kinds of stream."""
+    with av.open(str(path)) as out:
+        video = out.streams.video[0]
+        times: list[Fraction] = []
+        firsts: dict[int, Fraction] = {}
+        for packet in out.demux():
+            if packet.pts is None or (not packet.size and packet.stream.type == "video"):
+                continue
+            at = packet.pts * packet.time_base
+            if packet.stream_index == video.index:
+                times.append(at)
+            if packet.stream_index not in firsts or at < firsts[packet.stream_index]:
+                firsts[packet.stream_index] = at
+        kinds = {s.index: s.type for s in out.streams}
+        time_bases = {s.index: s.time_base for s in out.streams}
+        video_tb = video.time_base
+    where = f"the {output.suffix} container"
+    if len(times) != frame_count:
+        raise ReelfaceError(f"{where} kept {len(times)} of the {frame_count} video frames; write .mp4, .mov or .mkv")
+    times.sort()
+    tick = max(video_tb, info.time_base)
+    for k, (got, pts) in enumerate(zip(times, info.pts)):
+        if abs(got - pts * info.time_base) > tick:
+            raise ReelfaceError(f"{where} moves the video: frame {k} at {float(got):.4f} s instead of "
+                                f"{float(pts * info.time_base):.4f} s; write .mp4 or .mov (exact times)")
+    for source_stream, index in copied.items():
+        if kinds[index] != source_stream.type:
+            raise ReelfaceError(f"{where} turns stream {_stream_name(source_stream)} into a {kinds[index]} "
+                                "stream; write .mp4, .mov or .mkv")
+        if source_stream.index in starts and index in firsts:
+            moved = firsts[index] - starts[source_stream.index]
+            if abs(moved) > max(tick, source_stream.time_base or tick, time_bases[index] or tick):
+                raise ReelfaceError(f"{where} moves stream {_stream_name(source_stream)} by "
+                                    f"{float(moved) * 1000:+.1f} ms against the video (it would play out of "
+                                    "sync); write .mp4 or .mov")
+
+
+def rehearse(source: Path, output: Path | None, info: VideoInfo, encode_cfg, segment_suffix: str) -> None:
+    """Before any work: the first frames through the configured encoder and options into a segment, and
+    (unless `output` is None) that segment with the source's other streams into the output's container,
+    timing checked. What would fail or drift at the end of a long run (encoder options, frame size, a
+    stream the container cannot hold, a container that moves timestamps) fails here, leaving nothing."""
+    import tempfile
+
+    count = min(REHEARSAL_FRAMES, info.frame_count)
+    until = info.pts[count] * info.time_base if count < info.frame_count else None
+    with tempfile.TemporaryDirectory(prefix="reelface-check-") as folder:
+        segment = Path(folder) / f"segment{segment_suffix}"
+        try:
+            with VideoWriter(segment, info, encode_cfg) as writer:
+                for frame in decode(source, 0, count, info=info):
+                    writer.write(frame)
+        except av.error.FFmpegError as exc:
+            codec = encoder_name(encode_cfg.codec)
+            hint = (f"{codec} needs an even width and height for chroma-subsampled video: use "
+                    "--encoder ffv1 (any size) or crop the input to an even size"
+                    if (info.width % 2 or info.height % 2) else "check encode.* in the config")
+            raise ReelfaceError(f"encoder {codec} cannot encode this {info.width}x{info.height} {info.pix_fmt} "
+                                f"video ({exc.strerror or exc}); {hint}") from None
+        if output is not None:
+            assemble([segment], source, Path(folder) / f"output{output.suffix}", info, count, until)
 
 
 def _set_video_tags(stream, info: VideoInfo) -> None:
@@ -197,5 +298,7 @@ def _set_video_tags(stream, info: VideoInfo) -> None:
     cc.colorspace, cc.color_range = info.colorspace, info.color_range
     if info.sar:
         cc.sample_aspect_ratio = info.sar
+    if info.average_rate:  # the rate a timecode track counts in (the encoder's is 1 / time base)
+        cc.framerate = info.average_rate
     if info.display_matrix:
         stream.set_display_matrix(info.display_matrix)

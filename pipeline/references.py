@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 
 from . import align
 from .errors import ReelfaceError
+from .outputs import written
 from .restorers.base import TrackRefs, crops_to_tensor
 
 SHARPNESS_SIZE = 128  # aligned crops are measured at this size: sharpness relative to the face
@@ -117,18 +119,25 @@ def select_references(path, trackset, cfg) -> dict[int, TrackRefs]:
     return select_references_detailed(path, trackset, cfg)[0]
 
 
+def photo_face(path: str | Path, detector) -> tuple[np.ndarray, Any]:
+    """A reference photo as RGB and its largest face; ReelfaceError if unreadable or faceless."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR) if Path(path).is_file() else None
+    if img is None:
+        why = "not an image" if Path(path).is_file() else "no such file"
+        raise ReelfaceError(f"reference photo {path} cannot be read ({why}): give JPEG/PNG files "
+                            "(--ref NAME=a.jpg,b.jpg)")
+    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    faces = detector.detect([rgb])[0]
+    if not faces:
+        raise ReelfaceError(f"no face found in reference photo {path}: use a photo where the face is clearly visible")
+    return rgb, max(faces, key=lambda f: f.size)
+
+
 def load_photo_refs(paths: list[str], detector, embedder) -> tuple[list[np.ndarray], np.ndarray | None]:
     """Aligned crops of the largest face in each photo and their mean identity embedding."""
     crops, embeddings = [], []
     for p in paths:
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ReelfaceError(f"reference photo {p} cannot be read: give JPEG/PNG files (--ref NAME=a.jpg,b.jpg)")
-        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        faces = detector.detect([rgb])[0]
-        if not faces:
-            raise ReelfaceError(f"no face found in reference photo {p}: use a photo where the face is clearly visible")
-        face = max(faces, key=lambda f: f.size)
+        rgb, face = photo_face(p, detector)
         crops.append(align.warp_faces(rgb, align.estimate_transforms(face.landmarks[None]))[0])
         embeddings.append(embedder.embed(rgb, [face])[0])
     if not embeddings:
@@ -177,5 +186,7 @@ def contact_sheet(refs: dict[int, TrackRefs], path: str | Path, thumb: int = 128
             row[:, thumb * (k + 1):thumb * (k + 2)] = cv2.resize(img, (thumb, thumb), interpolation=cv2.INTER_AREA)
         rows.append(row)
     path = Path(path)
-    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows), cv2.COLOR_RGB2BGR))
+    with written(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(np.concatenate(rows), cv2.COLOR_RGB2BGR)):
+            raise ReelfaceError(f"writing {path} failed; check the disk space")
     return path

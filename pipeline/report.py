@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .outputs import written
+
 
 @dataclass
 class TrackStats:
@@ -65,6 +67,13 @@ def _plot(tracks: list[dict]) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def report_paths(output: Path) -> dict[str, Path]:
+    """The files a report writes beside `output`, by the name the output guard shows."""
+    return {"report": output.with_name(output.name + ".report.json"),
+            "report page": output.with_name(output.name + ".report.html"),
+            "references sheet": output.with_name(output.name + ".references.png")}
+
+
 def write_report(output: str | Path, run_info: dict, stats: dict[int, TrackStats], references: dict | None = None,
                  refs: dict | None = None) -> dict[str, Path]:
     """Write the JSON, the HTML page and the references contact sheet beside `output`; returns their paths.
@@ -75,8 +84,8 @@ def write_report(output: str | Path, run_info: dict, stats: dict[int, TrackStats
     from .references import contact_sheet
 
     output = Path(output)
-    paths = {"json": output.with_name(output.name + ".report.json"),
-             "html": output.with_name(output.name + ".report.html")}
+    files = report_paths(output)
+    paths = {"json": files["report"], "html": files["report page"]}
     tracks = []
     for track_id, s in sorted(stats.items()):
         entry = s.summary()
@@ -85,11 +94,12 @@ def write_report(output: str | Path, run_info: dict, stats: dict[int, TrackStats
             entry["references"] = {"frames": chosen.frames, "scores": chosen.scores, "photos": chosen.photos,
                                    "person": chosen.person}
         tracks.append(entry)
-    sheet = contact_sheet(refs, output.with_name(output.name + ".references.png")) if refs else None
+    sheet = contact_sheet(refs, files["references sheet"]) if refs else None
     if sheet is not None:
         paths["references"] = sheet
     report = {**run_info, "tracks": tracks, "references_sheet": str(sheet) if sheet else None}
-    paths["json"].write_text(json.dumps(report, indent=2, default=str))
+    with written(paths["json"]) as tmp:
+        tmp.write_text(json.dumps(report, indent=2, default=str))
     rows = "".join(
         f"<tr><td>{t['track_id']}</td><td>{t['frames_touched']}</td><td>{t['first_frame']}-{t['last_frame']}</td>"
         f"<td>{t['identity_before']} &rarr; {t['identity_after']}</td>"
@@ -100,12 +110,14 @@ def write_report(output: str | Path, run_info: dict, stats: dict[int, TrackStats
     plot = f'<img alt="per-track plot" src="data:image/png;base64,{_plot(tracks)}">' if tracks else ""
     sheet_html = f'<h2>References</h2><img alt="references" src="{html.escape(sheet.name)}">' if sheet else ""
     info = html.escape(json.dumps(run_info, indent=1, default=str))
-    paths["html"].write_text(
+    page = (
         "<!doctype html><meta charset='utf-8'><title>reelface report</title>"
         f"<h1>reelface report: {html.escape(output.name)}</h1><pre>{info}</pre>"
         "<table border=1 cellpadding=4><tr><th>track</th><th>frames touched</th><th>span</th>"
         "<th>identity before &rarr; after</th><th>temporal error before &rarr; after</th><th>references</th></tr>"
         f"{rows}</table>{plot}{sheet_html}")
+    with written(paths["html"]) as tmp:
+        tmp.write_text(page)
     return paths
 
 

@@ -1,6 +1,6 @@
 """`reelface restore`: plan -> detect -> track -> references -> restore -> assemble, on any executor.
 
-1. Probe the input and check the output before any work.
+1. Probe the input, then check everything the run needs before any work (pipeline/preflight.py).
 2. Plan chunks on keyframes (workers/chunks.py) and open the work dir's manifest: a rerun of the same
    command resumes, skipping every chunk and stage the manifest marks finished.
 3. Detect faces per chunk; build tracks on the driver (the whole video at once: cuts, ids); pick
@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,34 +31,14 @@ from workers.chunks import MANIFEST_NAME, Chunk, Manifest, input_identity, plan_
 from . import mux
 from .config import Config
 from .errors import ReelfaceError
-from .restorers.registry import check_restorer, needs_faces
+from .outputs import written
+from .preflight import check_restore
+from .restorers.registry import needs_faces
 from .stages import LocalExecutor, default_restorer_factory, references_stage, tracks_stage
 from .video import VideoInfo, probe, segment_suffix
 
 DETECT_DIR, SEGMENT_DIR = "detect", "segments"
 TRACKS_FILE, REFERENCES_FILE = "tracks.pkl", "references.pkl"
-
-
-def check_output_path(source: Path, output: Path, overwrite: bool) -> None:
-    """Refuse outputs that would overwrite the input, land nowhere, or clobber a file unasked."""
-    if not output.suffix:
-        raise ReelfaceError(f"output {output} has no file extension; name the container, e.g. {output}.mp4")
-    if output.resolve() == source.resolve() or (output.exists() and os.path.samefile(output, source)):
-        raise ReelfaceError(f"output {output} is the input file; reelface never writes over its input, "
-                            "choose another output name")
-    if output.is_dir():
-        raise ReelfaceError(f"output {output} is a directory; give a file name such as {output / 'restored.mp4'}")
-    if output.exists() and not overwrite:
-        raise ReelfaceError(f"output {output} already exists; pass --overwrite to replace it")
-    parent = output.parent
-    if not parent.is_dir():
-        raise ReelfaceError(f"output directory {parent} does not exist; create it first")
-    try:  # os.access() says yes to root even on read-only mounts: really try
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as exc:
-        raise ReelfaceError(f"cannot write to the output directory {parent} ({exc.strerror}); "
-                            "choose a writable location") from None
 
 
 def work_dir_for(output: Path, cfg: Config) -> Path:
@@ -180,18 +159,13 @@ def collect_stats(manifest: Manifest, plan: list[Chunk]) -> dict[int, Any]:
 def write_side_by_side(source: Path, segments: list[Path], target: Path, info: VideoInfo, frame_count: int) -> None:
     """The preview: input | restored, streamed frame by frame, with the input's timestamps."""
     from .evaluate import side_by_side
-    from .stages import partial_path
     from .synth import ClipSpec
     from .video import decode
 
     before = (frame.rgb for frame in decode(source, 0, frame_count, info=info))
     after = (frame.rgb for segment in segments for frame in decode(segment))
-    tmp = partial_path(target)
-    try:
+    with written(target) as tmp:
         side_by_side(before, after, tmp, ClipSpec(time_base=info.time_base, pts=list(info.pts[:frame_count])))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool = False, *,
@@ -203,17 +177,12 @@ def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool 
     """
     source, target = Path(input), Path(output)
     info = probe(source)  # input errors (missing, not a video, corrupt) before any output check
-    check_output_path(source, target, overwrite)
+    with_faces = make_restorer is not None or needs_faces(cfg.restore)  # a custom restorer may change pixels
+    check_restore(source, target, info, cfg, overwrite, with_faces=with_faces, custom_restorer=make_restorer is not None)
     preview = cfg.run.preview_seconds
-    if preview is not None and preview <= 0:
-        raise ReelfaceError(f"--preview must be a positive number of seconds, not {preview}")
-    if preview is None:
-        mux.check_output_container(source, target, info, cfg.encode.codec)
-        if not mux.exact_timestamps(target, info):
-            print(f"reelface: warning: {target.suffix} stores 1 ms timestamps, so the input's {info.time_base} "
-                  "frame times will be rounded; write .mov, .mp4 or .nut to keep them exact", file=sys.stderr)
-    if make_restorer is None:
-        check_restorer(cfg.restore)
+    if preview is None and not mux.exact_timestamps(target, info):
+        print(f"reelface: warning: {target.suffix} stores 1 ms timestamps, so the input's {info.time_base} "
+              "frame times will be rounded; write .mov, .mp4 or .nut to keep them exact", file=sys.stderr)
     frame_count = info.frame_count if preview is None else preview_frame_count(info, preview)
     plan = plan_chunks(frame_count, [k for k in info.keyframes if k < frame_count], info.pts[:frame_count],
                        info.time_base, cfg.run.chunk_seconds, cfg.run.context_frames)
@@ -222,7 +191,6 @@ def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool 
     manifest, notes = Manifest.open(folder, identity=input_identity(source), plan=plan, digests=stage_digests(cfg))
     for note in notes:
         print(f"reelface: {note}", file=sys.stderr)
-    with_faces = make_restorer is not None or needs_faces(cfg.restore)  # a custom restorer may change pixels
     try:
         with executor, tqdm(total=(2 if with_faces else 1) * frame_count, unit="frame", desc="detect",
                             dynamic_ncols=True, mininterval=0.5, disable=None) as progress:

@@ -418,6 +418,8 @@ def decode(path: str | Path, start: int = 0, stop: int | None = None,
     key = info.keyframes[bisect.bisect_right(info.keyframes, start) - 1] if start else 0
     expected = start
     for frame in _decode_from(path, info, key, start, stop):
+        if frame.shape != (info.height, info.width):
+            raise size_change_error(path, info, frame.index, frame.shape)
         if frame.index != expected:
             raise ReelfaceError(f"{path}: frame {expected} could not be decoded (got frame {frame.index} "
                                 "next); the file is corrupt")
@@ -426,6 +428,29 @@ def decode(path: str | Path, start: int = 0, stop: int | None = None,
     if expected != stop:
         raise ReelfaceError(f"{path}: only frames {start}..{expected - 1} of {start}..{stop - 1} could be "
                             "decoded; the file is truncated or corrupt")
+
+
+def size_change_error(path, info: VideoInfo, index: int, shape: tuple[int, int]) -> ReelfaceError:
+    """The frame size changes mid-stream: one restore keeps one size (segments, paste masks and the
+    encoder are all sized once), so such a video is split or scaled first."""
+    return ReelfaceError(f"{path} changes frame size mid-stream at frame {index} ({info.width}x{info.height} -> "
+                         f"{shape[1]}x{shape[0]}); reelface restores one size per video: split it at that frame "
+                         "or scale it to one size first (ffmpeg -vf scale=W:H)")
+
+
+def check_one_size(path, info: VideoInfo) -> None:
+    """Refuse a video whose frame size changes, before any work. Only keyframes are decoded: a new size
+    starts a new coded sequence, which starts with a keyframe."""
+    with open_input(path) as container:
+        stream = container.streams[info.video_index]
+        stream.codec_context.skip_frame = "NONKEY"
+        try:
+            for frame in container.decode(stream):
+                if (frame.height, frame.width) != (info.height, info.width):
+                    index = bisect.bisect_left(info.pts, frame.pts) if frame.pts is not None else -1
+                    raise size_change_error(path, info, index, (frame.height, frame.width))
+        except av.error.FFmpegError as exc:
+            raise ReelfaceError(f"{path}: decoding failed ({exc.strerror or exc}); the file is corrupt") from None
 
 
 def _decode_from(path, info: VideoInfo, key: int, start: int, stop: int) -> Iterator[Frame]:

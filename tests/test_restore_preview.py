@@ -30,7 +30,7 @@ def test_preview_is_side_by_side_with_a_report(data_dir, tmp_path):
 def test_bad_preview_length_is_refused(data_dir, tmp_path, capsys):
     out = tmp_path / "p.mp4"
     assert main(["restore", str(data_dir / "clips" / "keep_real_1.mp4"), "-o", str(out), "--preview", "0"]) == 2
-    assert "--preview must be a positive" in capsys.readouterr().err
+    assert "--preview: run.preview_seconds must be above 0" in capsys.readouterr().err
     assert not out.exists()
 
 

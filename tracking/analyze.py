@@ -9,8 +9,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.errors import ReelfaceError
-
 from .build import build_tracks
 from .detect import detect_chunk
 from .faces import TrackSet
@@ -48,12 +46,11 @@ def draw_faces(rgb: np.ndarray, trackset: TrackSet, frame_index: int) -> np.ndar
 def write_preview(path: str | Path, source: str | Path, trackset: TrackSet, info) -> None:
     import av
 
+    from pipeline.outputs import written
     from pipeline.video import decode
 
-    path = Path(path)
-    tmp = path.with_name(f"{path.stem}.partial{path.suffix}")
     rate = info.average_rate or 25
-    with av.open(str(tmp), "w") as container:
+    with written(path) as tmp, av.open(str(tmp), "w") as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height = info.width - info.width % 2, info.height - info.height % 2
         stream.pix_fmt = "yuv420p"
@@ -64,29 +61,28 @@ def write_preview(path: str | Path, source: str | Path, trackset: TrackSet, info
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    tmp.replace(path)
 
 
-def analyze(input, tracks_json, cfg, preview=None) -> TrackSet:
+def analyze(input, tracks_json, cfg, preview=None, overwrite: bool = False) -> TrackSet:
+    """Detect and track every face of `input`; write the tracks (and a preview video), each checked
+    before any work by the output guard."""
+    from pipeline.preflight import check_analyze
     from pipeline.video import probe
 
     info = probe(input)
     out = Path(tracks_json)
-    if not out.parent.is_dir():
-        raise ReelfaceError(f"output folder {out.parent} does not exist: create it or choose another -o path")
-    if out.resolve() == Path(input).resolve():
-        raise ReelfaceError("the tracks file would overwrite the input video: choose another -o path")
+    check_analyze(Path(input), info, out, Path(preview) if preview else None, overwrite)
     from tqdm import tqdm
 
     began = time.perf_counter()
     with tqdm(total=info.frame_count, unit="frame", desc="detect", disable=None) as bar:
         detections = detect_chunk(input, 0, info.frame_count, cfg, on_frame=bar.update)
     trackset = build_tracks([detections], info.frame_count, cfg)
+    if preview:
+        write_preview(preview, input, trackset, info)
     trackset.to_json(out)
     seconds = time.perf_counter() - began
     print(f"{info.frame_count} frames in {seconds:.1f} s ({info.frame_count / max(seconds, 1e-9):.1f} frames/s): "
           f"{len(trackset.tracks)} tracks, {len(trackset.person_ids)} persons, {len(trackset.cuts)} cuts "
-          f"-> {out}", file=sys.stderr)
-    if preview:
-        write_preview(preview, input, trackset, info)
+          f"-> {out}" + (f", {preview}" if preview else ""), file=sys.stderr)
     return trackset

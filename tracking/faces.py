@@ -123,10 +123,10 @@ class TrackSet:
         }
 
     def to_json(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), separators=(",", ":")))
-        tmp.replace(path)
+        from pipeline.outputs import written
+
+        with written(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), separators=(",", ":")))
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrackSet:

@@ -21,6 +21,7 @@ class Backend:
     summary: str
     weights: str | None = None  # module with check_present(restore_cfg) and status_lines(restore_cfg)
     needs_faces: bool = True  # False: changes no pixel, so a run skips detection, tracks and references
+    load_to_check: bool = False  # True: loading is quick and the only full check of the weights file
 
 
 BACKENDS = {b.name: b for b in (
@@ -31,7 +32,7 @@ BACKENDS = {b.name: b for b in (
             weights="pipeline.restorers.osdface_weights"),
     Backend("onnx", "pipeline.restorers.onnx:OnnxRestorer",
             "your 512x512 face restorer in ONNX (GFPGAN / CodeFormer / GPEN style)",
-            weights="pipeline.restorers.onnx"),
+            weights="pipeline.restorers.onnx", load_to_check=True),
     Backend("identity", "pipeline.restorers.identity:IdentityRestorer",
             "returns the input (baseline for benchmarks and tests)", needs_faces=False),
 )}
@@ -61,11 +62,13 @@ def get_restorer(restore_cfg) -> Restorer:
 
 
 def check_restorer(restore_cfg) -> None:
-    """Fail now, with the fix, if the named restorer is unknown or its weights are missing: a long
-    job must not find that out after hours of detection."""
+    """Fail now, with the fix, if the named restorer is unknown or its weights are missing (or, where
+    loading is quick, do not load): a long job must not find that out after hours of detection."""
     backend = _backend(restore_cfg.restorer)
     if backend.weights:
         importlib.import_module(backend.weights).check_present(restore_cfg)
+    if backend.load_to_check:
+        get_restorer(restore_cfg)
 
 
 def needs_faces(restore_cfg) -> bool:
