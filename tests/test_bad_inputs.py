@@ -1,0 +1,268 @@
+"""The bad-input and fault matrix: every command, as a new user would type it, on small generated clips.
+
+Each case runs `reelface ...` in-process and must end one of two ways: exit 0 with the output checked,
+or exit 2 with one line `reelface: error: ...` naming the problem. Either way no traceback, the inputs
+byte for byte as they were, and on exit 2 the output folder exactly as it was (no partial file, no
+work dir, nothing overwritten).
+"""
+
+import shutil
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from pipeline import synth
+from pipeline.cli import main
+
+
+def _frames(n, size, seed=0):
+    rng = np.random.default_rng(seed)
+    w, h = size
+    photo = np.repeat(np.repeat((rng.random((h // 4 + 1, w // 4 + 1, 3)) * 255).astype(np.uint8), 4, 0), 4, 1)
+    return synth.clean_clip(photo, n, (w, h), seed=seed)[0]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """Inputs every case may use, made once: clips of several kinds, photos, model and config files."""
+    d = tmp_path_factory.mktemp("media")
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    files = {
+        # H.264 + AAC (starts at -1024 samples) + mov_text subtitles, 30 fps
+        "clip": synth.write_clip(d / "clip.mp4", _frames(24, (64, 48)),
+                                 synth.ClipSpec(audio=[synth.AudioTrack()], subtitles=[(0.0, 0.4, "hello")])),
+        "odd": synth.write_clip(d / "odd.mkv", _frames(6, (65, 49)), synth.ClipSpec(codec="ffv1")),
+        "other_size": synth.write_clip(d / "other.mp4", _frames(24, (48, 32))),
+        "srt": synth.write_clip(d / "srt.mkv", _frames(6, (64, 48)), synth.ClipSpec(subtitles=[(0.0, 0.1, "hi")])),
+    }
+    # the frame size changes mid-stream: two MPEG-TS parts joined (as broadcast recordings are)
+    first = synth.write_clip(d / "a.ts", _frames(6, (64, 48)), synth.ClipSpec(time_base=Fraction(1, 30)))
+    second = synth.write_clip(d / "b.ts", _frames(6, (48, 32), seed=1),
+                              synth.ClipSpec(time_base=Fraction(1, 30), pts=list(range(6, 12))))
+    files["sizes"] = d / "sizes.ts"
+    files["sizes"].write_bytes(first.read_bytes() + second.read_bytes())
+    # a QuickTime timecode (tmcd) track, as professional cameras write
+    files["timecode"] = d / "timecode.mov"
+    subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-i", str(files["clip"]), "-map", "0:v", "-map", "0:a",
+                    "-c", "copy", "-timecode", "01:00:00:00", str(files["timecode"])], check=True)
+    files["not_image"] = d / "face.jpg"
+    files["not_image"].write_text("not a photo\n")
+    files["bad_onnx"] = d / "model.onnx"
+    files["bad_onnx"].write_bytes(b"\x00not an onnx model")
+    files["string_yaml"] = d / "string.yaml"
+    files["string_yaml"].write_text("just a sentence\n")
+    files["bad_yaml"] = d / "bad.yaml"
+    files["bad_yaml"].write_text("encode: [unclosed\n")
+    return files
+
+
+FAST = ["--set", "encode.preset=ultrafast"]
+IDENTITY = ["--restorer", "identity", *FAST]
+
+
+def _streams(path):
+    with av.open(str(path)) as c:
+        return [(s.type, s.codec_context.name if s.codec_context else None) for s in c.streams]
+
+
+def _timecode(path):
+    with av.open(str(path)) as c:
+        return {k.lower(): v for k, v in c.streams.video[0].metadata.items()}.get("timecode")
+
+
+def _subtitle_texts(path):
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.subtitles[0]) if p.size]
+
+
+def _video_times(path):
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return sorted(float(p.pts * p.time_base) for p in c.demux(s) if p.size)
+
+
+# (case id, argv with {name} for an input and {out} for the output folder, exit code, text the error
+# line must hold, files placed in the output folder first)
+REFUSED = [
+    # restore: config values, refused before any work
+    ("strength-nan", ["restore", "{clip}", "-o", "{out}/o.mp4", "--strength", "nan", *IDENTITY], "finite"),
+    ("strength-inf", ["restore", "{clip}", "-o", "{out}/o.mp4", "--strength", "inf", *IDENTITY], "finite"),
+    ("strength-2", ["restore", "{clip}", "-o", "{out}/o.mp4", "--strength", "2"], "between 0 and 1"),
+    ("strength-minus-1", ["restore", "{clip}", "-o", "{out}/o.mp4", "--strength", "-1"], "between 0 and 1"),
+    ("strength-abc", ["restore", "{clip}", "-o", "{out}/o.mp4", "--strength", "abc"], "invalid float"),
+    ("set-strength-abc", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "blend.strength=abc"],
+     "blend.strength must be a number"),
+    ("set-threshold-abc", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "detect.threshold=abc"],
+     "detect.threshold must be a number"),
+    ("set-crf-abc", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "encode.crf=abc"], "encode.crf must be a whole"),
+    ("set-preset-bogus", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "encode.preset=bogus"], "ultrafast"),
+    ("set-unknown-key", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "blend.strenght=1"], "unknown config key"),
+    ("set-device", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "restore.device=gpu0"], "cuda:N"),
+    ("set-bool", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "run.keep_work_dir=perhaps"], "true or false"),
+    ("set-photos-type", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "references.photos=3"], "list of photo"),
+    ("chunk-seconds-0", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "run.chunk_seconds=0"], "above 0"),
+    ("preview-nan", ["restore", "{clip}", "-o", "{out}/o.mp4", "--preview", "nan", *IDENTITY], "--preview"),
+    ("preview-inf", ["restore", "{clip}", "-o", "{out}/o.mp4", "--preview", "inf", *IDENTITY], "--preview"),
+    ("preview-0", ["restore", "{clip}", "-o", "{out}/o.mp4", "--preview", "0", *IDENTITY], "above 0"),
+    ("config-plain-string", ["restore", "{clip}", "-o", "{out}/o.mp4", "--config", "{string_yaml}"], "mapping"),
+    ("config-bad-yaml", ["restore", "{clip}", "-o", "{out}/o.mp4", "--config", "{bad_yaml}"], "not valid YAML"),
+    ("config-missing", ["restore", "{clip}", "-o", "{out}/o.mp4", "--config", "nope"], "not found"),
+    # restore: inputs the run needs, checked before detection
+    ("ref-missing", ["restore", "{clip}", "-o", "{out}/o.mp4", "--ref", "ann={out}/missing.jpg"], "no such file"),
+    ("ref-not-image", ["restore", "{clip}", "-o", "{out}/o.mp4", "--ref", "ann={not_image}"], "not an image"),
+    ("ref-syntax", ["restore", "{clip}", "-o", "{out}/o.mp4", "--ref", "ann"], "NAME=photo1.jpg"),
+    ("onnx-bad-file", ["restore", "{clip}", "-o", "{out}/o.mp4", "--restorer", "onnx", "--set",
+                       "restore.weights={bad_onnx}"], "cannot load"),
+    ("osdface-missing", ["restore", "{clip}", "-o", "{out}/o.mp4", "--restorer", "osdface", "--set",
+                         "restore.weights={out}/none"], "osdface weights are missing"),
+    ("unknown-restorer", ["restore", "{clip}", "-o", "{out}/o.mp4", "--restorer", "nosuch"], "unknown restorer"),
+    ("odd-size-x264", ["restore", "{odd}", "-o", "{out}/o.mkv", *IDENTITY], "even width and height"),
+    ("size-change", ["restore", "{sizes}", "-o", "{out}/o.mp4", *IDENTITY], "changes frame size mid-stream at frame 6"),
+    ("size-change-default", ["restore", "{sizes}", "-o", "{out}/o.mp4"], "64x48 -> 48x32"),
+    # restore: outputs
+    ("output-is-input", ["restore", "{clip}", "-o", "{clip}", "--overwrite", *IDENTITY], "is the input file"),
+    ("output-exists", ["restore", "{clip}", "-o", "{out}/o.mp4", *IDENTITY], "--overwrite", {"o.mp4": b"keep"}),
+    ("report-exists", ["restore", "{clip}", "-o", "{out}/o.mp4"], "o.mp4.report.json already exists",
+     {"o.mp4.report.json": b"{}"}),
+    ("output-no-suffix", ["restore", "{clip}", "-o", "{out}/o", *IDENTITY], "no file extension"),
+    ("output-xyz", ["restore", "{clip}", "-o", "{out}/o.xyz", *IDENTITY], "unknown video container"),
+    ("output-dir-missing", ["restore", "{clip}", "-o", "{out}/no/o.mp4", *IDENTITY], "does not exist"),
+    ("output-is-dir", ["restore", "{clip}", "-o", "{out}", *IDENTITY], "is a directory"),
+    ("output-proc", ["restore", "{clip}", "-o", "/proc/o.mp4", *IDENTITY], "cannot write"),
+    ("work-dir-is-file", ["restore", "{clip}", "-o", "{out}/o.mp4", "--work-dir", "{out}/w", *IDENTITY],
+     "cannot create the work dir", {"w": b"a file"}),
+    ("srt-into-mp4", ["restore", "{srt}", "-o", "{out}/o.mp4", *IDENTITY], "cannot hold stream #1 (subtitle, srt)"),
+    ("mov-text-into-ts", ["restore", "{clip}", "-o", "{out}/o.ts", *IDENTITY], "into a data stream"),
+    # analyze
+    ("analyze-preview-is-input", ["analyze", "{clip}", "-o", "{out}/t.json", "--preview", "{clip}"],
+     "is the input file"),
+    ("analyze-same-outputs", ["analyze", "{clip}", "-o", "{out}/x.mp4", "--preview", "{out}/x.mp4"], "same file"),
+    ("analyze-preview-xyz", ["analyze", "{clip}", "-o", "{out}/t.json", "--preview", "{out}/p.xyz"],
+     "unknown video container"),
+    ("analyze-preview-no-suffix", ["analyze", "{clip}", "-o", "{out}/t.json", "--preview", "{out}/p"],
+     "no file extension"),
+    ("analyze-preview-dir-missing", ["analyze", "{clip}", "-o", "{out}/t.json", "--preview", "{out}/no/p.mp4"],
+     "does not exist"),
+    ("analyze-output-dir", ["analyze", "{clip}", "-o", "{out}"], "is a directory"),
+    ("analyze-output-proc", ["analyze", "{clip}", "-o", "/proc/x.json"], "cannot write"),
+    ("analyze-output-exists", ["analyze", "{clip}", "-o", "{out}/t.json"], "--overwrite", {"t.json": b"[]"}),
+    ("analyze-threshold-abc", ["analyze", "{clip}", "-o", "{out}/t.json", "--set", "detect.threshold=abc"],
+     "detect.threshold must be a number"),
+    ("analyze-size-change", ["analyze", "{sizes}", "-o", "{out}/t.json"], "changes frame size"),
+    # evaluate
+    ("evaluate-other-size", ["evaluate", "{other_size}", "--input", "{clip}"], "compare the same clip"),
+    ("evaluate-size-change", ["evaluate", "{sizes}", "--input", "{sizes}"], "changes frame size"),
+    ("evaluate-out-dir-is-file", ["evaluate", "{clip}", "--input", "{clip}", "--out-dir", "{out}/f"], "is a file",
+     {"f": b"x"}),
+    ("evaluate-out-exists", ["evaluate", "{clip}", "--input", "{clip}", "--out-dir", "{out}"], "--overwrite",
+     {"evaluation.json": b"{}"}),
+    ("evaluate-missing", ["evaluate", "{out}/none.mp4", "--input", "{clip}"], "not found"),
+    # usage
+    ("usage-missing-output", ["restore", "{clip}"], "-o/--output"),
+    ("usage-unknown-command", ["restor", "{clip}"], "invalid choice"),
+]
+
+ACCEPTED = [
+    # (case id, argv, check(out folder, media) -> None)
+    ("mov-text-into-mkv", ["restore", "{clip}", "-o", "{out}/o.mkv", *IDENTITY],
+     lambda out, m: (_assert(_streams(out / "o.mkv") == [("video", "h264"), ("audio", "aac"), ("subtitle", "srt")]),
+                     _assert(_subtitle_texts(out / "o.mkv") == [b"hello"]),
+                     _assert(np.allclose(_video_times(out / "o.mkv"), _video_times(m["clip"]), atol=5e-4)))),
+    ("aac-into-mkv-keeps-times", ["restore", "{clip}", "-o", "{out}/o.mkv", "--set", "encode.codec=ffv1", *IDENTITY],
+     lambda out, m: _assert(_video_times(out / "o.mkv")[0] == 0.0)),
+    ("timecode-mov", ["restore", "{timecode}", "-o", "{out}/o.mov", *IDENTITY],
+     lambda out, m: _assert(_timecode(out / "o.mov") == "01:00:00:00" and ("data", None) in _streams(out / "o.mov"))),
+    ("timecode-mp4", ["restore", "{timecode}", "-o", "{out}/o.mp4", *IDENTITY],
+     lambda out, m: _assert(_timecode(out / "o.mp4") == "01:00:00:00")),
+    ("timecode-mkv", ["restore", "{timecode}", "-o", "{out}/o.mkv", *IDENTITY],
+     lambda out, m: _assert(_timecode(out / "o.mkv") == "01:00:00:00")),
+    ("odd-size-ffv1", ["restore", "{odd}", "-o", "{out}/o.mkv", "--encoder", "ffv1", *IDENTITY],
+     lambda out, m: _assert(_video_times(out / "o.mkv") == _video_times(m["odd"]))),
+    ("keep-work-dir", ["restore", "{clip}", "-o", "{out}/o.mp4", "--keep-work-dir", *IDENTITY],
+     lambda out, m: _assert((out / "o.mp4.work" / "manifest.json").is_file())),
+    ("overwrite", ["restore", "{clip}", "-o", "{out}/o.mp4", "--overwrite", *IDENTITY],
+     lambda out, m: _assert((out / "o.mp4").read_bytes()[4:8] == b"ftyp"), {"o.mp4": b"old"}),
+    ("identity-leaves-report-alone", ["restore", "{clip}", "-o", "{out}/o.mp4", *IDENTITY],
+     lambda out, m: _assert((out / "o.mp4.report.json").read_bytes() == b"{}"), {"o.mp4.report.json": b"{}"}),
+    ("strength-0", ["restore", "{clip}", "-o", "{out}/o.mp4", "--strength", "0", *IDENTITY],
+     lambda out, m: _assert((out / "o.mp4").is_file())),
+    ("analyze-with-preview", ["analyze", "{clip}", "-o", "{out}/t.json", "--preview", "{out}/p.mp4"],
+     lambda out, m: _assert(len(_video_times(out / "p.mp4")) == 24 and (out / "t.json").is_file())),
+]
+
+
+def _assert(condition):
+    assert condition
+
+
+def _argv(template, media, out):
+    names = {**{k: str(v) for k, v in media.items()}, "out": str(out)}
+    return [part.format(**names) for part in template]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"<dir>")
+            for p in sorted(folder.rglob("*"))}
+
+
+def _run(capsys, argv):
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse exits by itself
+        code = exc.code
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "Traceback" not in captured.out
+    return code, captured.err
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[c[0] for c in REFUSED])
+def test_refused_with_one_line_and_nothing_touched(case, media, tmp_path, capsys):
+    _, template, message, *setup = case
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, data in (setup[0] if setup else {}).items():
+        (out / name).write_bytes(data)
+    inputs = {k: v.read_bytes() for k, v in media.items()}
+    before = _snapshot(out)
+    code, err = _run(capsys, _argv(template, media, out))
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("reelface: error: ") and message in lines[0], err
+    assert _snapshot(out) == before
+    assert {k: v.read_bytes() for k, v in media.items()} == inputs
+
+
+@pytest.mark.parametrize("case", ACCEPTED, ids=[c[0] for c in ACCEPTED])
+def test_accepted_and_correct(case, media, tmp_path, capsys):
+    _, template, check, *setup = case
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, data in (setup[0] if setup else {}).items():
+        (out / name).write_bytes(data)
+    inputs = {k: v.read_bytes() for k, v in media.items()}
+    code, err = _run(capsys, _argv(template, media, out))
+    assert code == 0, err
+    check(out, media)
+    assert not [p for p in out.iterdir() if "partial" in p.name]
+    assert {k: v.read_bytes() for k, v in media.items()} == inputs
+
+
+def test_the_input_is_never_the_output_by_another_name(media, tmp_path, capsys, monkeypatch):
+    """A link to the input, ./name and ../dir/name all point at the input: refused, input unchanged."""
+    src = tmp_path / "in.mp4"
+    shutil.copy(media["clip"], src)
+    (tmp_path / "link.mp4").symlink_to(src)
+    monkeypatch.chdir(tmp_path)
+    before = src.read_bytes()
+    for name in ("link.mp4", "./in.mp4", f"../{tmp_path.name}/in.mp4"):
+        for argv in (["restore", "in.mp4", "-o", name, "--overwrite", *IDENTITY],
+                     ["analyze", "in.mp4", "-o", "t.json", "--preview", name, "--overwrite"]):
+            code, err = _run(capsys, argv)
+            assert code == 2 and "is the input file" in err, err
+    assert src.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "link.mp4"]
