@@ -4,9 +4,10 @@ PyAV does the muxing (no `ffmpeg -f concat`: its concat demuxer restarts timesta
 desyncs a video that starts late). Packets keep their pts/dts; MP4/MOV get the video time base as
 their movie timescale so the start offset (an edit list) stays exact.
 
-Where the target container cannot hold a stream as it is, it is converted only where nothing is lost:
-mov_text subtitles become SubRip text (Matroska has no mov_text), and a QuickTime timecode track
-becomes the video's timecode tag (the MOV/MP4 muxer writes it back as a tmcd track). After assembly
+Where the target container cannot hold a stream as it is, it is converted where the content survives:
+text subtitles change codec (mov_text -> SubRip for Matroska; SubRip/ASS -> mov_text for MP4/MOV, text
+and timing kept, styling dropped), and a QuickTime timecode track becomes the video's timecode tag
+(the MOV/MP4 muxer writes it back as a tmcd track, Matroska keeps it as a tag). After assembly
 every frame time and the start of every copied stream are compared with the source (`check_timing`):
 a container that moves them (MPEG-TS's muxing offsets, Matroska shifting all streams after a negative
 audio start) is refused, and `rehearse` finds that out on the first frames before any work.
@@ -14,10 +15,9 @@ audio start) is refused, and `rehearse` finds that out on the first frames befor
 
 from __future__ import annotations
 
-import contextlib
 import heapq
-import io
 import math
+import re
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -58,41 +58,61 @@ def exact_timestamps(output: Path, info: VideoInfo) -> bool:
     return all((pts * info.time_base * 1000).denominator == 1 for pts in info.pts)
 
 
-# A one-cue SubRip file: the template of a SubRip output stream (PyAV cannot open a subtitle encoder
-# without an ASS header, but a stream copied from a template needs none).
-_SRT_TEMPLATE = b"1\n00:00:00,000 --> 00:00:00,001\nx\n\n"
+# PyAV opens a subtitle encoder only with an ASS header; the stream's packets are then written as they
+# are (no encoding), so a minimal header does.
+_ASS_HEADER = (b"[Script Info]\nScriptType: v4.00+\n\n[Events]\n"
+               b"Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n")
+# Text subtitles a container cannot hold -> the text codec it can (Matroska has no mov_text; MP4/MOV
+# hold only mov_text). Styling that the target has no way to carry is dropped; the text and the
+# timing are kept.
+_TEXT_TARGET = {"mov_text": "subrip", "srt": "mov_text", "subrip": "mov_text", "ass": "mov_text", "ssa": "mov_text"}
 
 
 def _stream_name(stream: av.stream.Stream) -> str:
     return f"#{stream.index} ({stream.type}, {stream.codec_context.name if stream.codec_context else 'no codec'})"
 
 
-def _mov_text_to_srt(packet: av.Packet) -> av.Packet | None:
-    """A mov_text sample is a 16-bit text length, the UTF-8 text, then style boxes SubRip has no use
-    for; an empty sample only ends the previous cue (SubRip cues carry their own duration)."""
-    data = bytes(packet)
-    length = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
-    if length == 0:
-        return None
-    text = av.Packet(data[2:2 + length])
-    text.pts, text.dts, text.duration, text.time_base = packet.pts, packet.dts, packet.duration, packet.time_base
-    return text
+def _subtitle_text(codec: str, data: bytes) -> str:
+    """The plain text of one subtitle packet."""
+    if codec == "mov_text":  # a 16-bit text length, the UTF-8 text, then style boxes
+        return data[2:2 + int.from_bytes(data[:2], "big")].decode("utf-8", "replace")
+    text = data.decode("utf-8", "replace")
+    if codec in ("ass", "ssa"):  # ReadOrder, Layer, Style, Name, MarginL, MarginR, MarginV, Effect, Text
+        text = re.sub(r"\{[^}]*\}", "", text.split(",", 8)[-1]).replace("\\N", "\n").replace("\\n", "\n")
+    return re.sub(r"</?[a-zA-Z][^>]*>", "", text)  # SubRip's <i>, <b>, <font ...>
 
 
-def _add_copy(out: av.container.OutputContainer, template: av.stream.Stream, output: Path,
-              templates: contextlib.ExitStack):
+def _converter(source_codec: str, target_codec: str):
+    """packet -> packet of the target text codec, or None for a sample with no text (mov_text writes
+    an empty sample to end a cue; the other codecs give each cue its own duration)."""
+    def convert(packet: av.Packet) -> av.Packet | None:
+        text = _subtitle_text(source_codec, bytes(packet)).encode()
+        if not text:
+            return None
+        new = av.Packet(len(text).to_bytes(2, "big") + text if target_codec == "mov_text" else text)
+        new.pts, new.dts, new.duration, new.time_base = packet.pts, packet.dts, packet.duration, packet.time_base
+        return new
+    return convert
+
+
+def _add_copy(out: av.container.OutputContainer, template: av.stream.Stream, output: Path):
     """The output stream for a copied stream, and the packet conversion it needs (None: copy as is)."""
     convert = None
     try:
         stream = out.add_stream_from_template(template)
     except ValueError:
-        if template.type != "subtitle" or template.codec_context.name != "mov_text":
+        codec = template.codec_context.name if template.codec_context else None
+        try:
+            if template.type != "subtitle" or codec not in _TEXT_TARGET:
+                raise ValueError(codec)
+            stream = out.add_stream(_TEXT_TARGET[codec])
+        except ValueError:
             raise ReelfaceError(
                 f"the output container ({output.suffix or 'no suffix'}) cannot hold stream {_stream_name(template)}; "
-                "write to a container that can (.mkv holds audio, SubRip/ASS subtitles and attachments, "
-                ".mp4/.mov hold mov_text subtitles and timecode)") from None
-        srt = templates.enter_context(av.open(io.BytesIO(_SRT_TEMPLATE), format="srt"))
-        stream, convert = out.add_stream_from_template(srt.streams[0]), _mov_text_to_srt
+                "write to a container that can (.mkv holds most streams; .mp4/.mov hold mov_text subtitles and "
+                "timecode)") from None
+        stream.codec_context.subtitle_header = _ASS_HEADER
+        convert = _converter(codec, _TEXT_TARGET[codec])
     stream.metadata.update(template.metadata)
     stream.disposition = template.disposition
     return stream, convert
@@ -178,15 +198,15 @@ def _interleave(*feeds: Iterable[av.Packet]) -> Iterator[av.Packet]:
 
 
 def assemble(segments: list[Path], source: Path, output: Path, info: VideoInfo, frame_count: int | None = None,
-             until: Fraction | None = None) -> None:
+             until: Fraction | None = None, shown: Path | None = None) -> None:
     """Write `output`: the segments' video (in order) + every other stream, chapter and tag of `source`
     (their packets before `until` seconds only, if given), then check its timing against the source
-    (`frame_count` frames) before it takes the output's name."""
+    (`frame_count` frames) before it takes the output's name. Errors name `shown` (default: output)."""
     output = Path(output)
+    shown = shown or output
     frame_count = info.frame_count if frame_count is None else frame_count
     try:
-        with written(output) as tmp, open_input(source) as src, av.open(str(segments[0])) as first, \
-                contextlib.ExitStack() as templates:
+        with written(output) as tmp, open_input(source) as src, av.open(str(segments[0])) as first:
             copied = _copied(src, info)
             time_bases = [info.time_base] + [s.time_base for s in copied if s.time_base]
             options = container_options(output, time_bases)
@@ -200,7 +220,7 @@ def assemble(segments: list[Path], source: Path, output: Path, info: VideoInfo, 
                 video_out = None
                 for stream in src.streams:
                     if stream.index == info.video_index:
-                        video_out, _ = _add_copy(out, first.streams.video[0], output, templates)
+                        video_out, _ = _add_copy(out, first.streams.video[0], output)
                         video_out.metadata.clear()
                         video_out.metadata.update(stream.metadata)
                         if timecode:
@@ -208,7 +228,7 @@ def assemble(segments: list[Path], source: Path, output: Path, info: VideoInfo, 
                         video_out.disposition = stream.disposition
                         _set_video_tags(video_out, info)
                     elif stream.index in {s.index for s in copied}:
-                        stream_map[stream.index] = _add_copy(out, stream, output, templates)
+                        stream_map[stream.index] = _add_copy(out, stream, output)
                 out.metadata.update({k: v for k, v in src.metadata.items() if k.lower() not in _SKIP_METADATA})
                 chapters = src.chapters()
                 if chapters:
@@ -218,11 +238,11 @@ def assemble(segments: list[Path], source: Path, output: Path, info: VideoInfo, 
                     out.mux(packet)
             finally:
                 out.close()
-            check_timing(tmp, output, info, frame_count, {src.streams[i]: s.index for i, (s, _) in stream_map.items()},
-                         starts)
+            copies = {src.streams[i]: stream.index for i, (stream, _) in stream_map.items()}
+            check_timing(tmp, shown, info, frame_count, copies, starts)
     except av.error.FFmpegError as exc:
-        raise ReelfaceError(f"writing {output} failed ({exc.strerror or exc}); check the disk space, or write "
-                            ".mkv (it holds most streams)") from None
+        raise ReelfaceError(f"writing {shown} failed ({exc.strerror or exc}): its container cannot take these "
+                            "streams, or the disk is full; write .mkv (it holds most streams)") from None
 
 
 def check_timing(path: Path, output: Path, info: VideoInfo, frame_count: int, copied: dict, starts: dict) -> None:
@@ -287,7 +307,7 @@ def rehearse(source: Path, output: Path | None, info: VideoInfo, encode_cfg, seg
             raise ReelfaceError(f"encoder {codec} cannot encode this {info.width}x{info.height} {info.pix_fmt} "
                                 f"video ({exc.strerror or exc}); {hint}") from None
         if output is not None:
-            assemble([segment], source, Path(folder) / f"output{output.suffix}", info, count, until)
+            assemble([segment], source, Path(folder) / f"output{output.suffix}", info, count, until, shown=output)
 
 
 def _set_video_tags(stream, info: VideoInfo) -> None:

@@ -36,7 +36,8 @@ def check_container(path: Path, label: str) -> None:
     try:
         av.open(str(path.with_name(f".{uuid.uuid4().hex}{path.suffix}")), "w").close()
     except ValueError:
-        raise ReelfaceError(f"{label} {path}: unknown video container '{path.suffix}'; use .mp4, .mov or .mkv") from None
+        raise ReelfaceError(f"{label} {path}: unknown video container '{path.suffix}'; "
+                            "use .mp4, .mov or .mkv") from None
 
 
 def check_outputs(outputs: dict[str, str | Path | None], inputs: list[str | Path], overwrite: bool,

@@ -178,7 +178,8 @@ def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool 
     source, target = Path(input), Path(output)
     info = probe(source)  # input errors (missing, not a video, corrupt) before any output check
     with_faces = make_restorer is not None or needs_faces(cfg.restore)  # a custom restorer may change pixels
-    check_restore(source, target, info, cfg, overwrite, with_faces=with_faces, custom_restorer=make_restorer is not None)
+    check_restore(source, target, info, cfg, overwrite, with_faces=with_faces,
+                  custom_restorer=make_restorer is not None)
     preview = cfg.run.preview_seconds
     if preview is None and not mux.exact_timestamps(target, info):
         print(f"reelface: warning: {target.suffix} stores 1 ms timestamps, so the input's {info.time_base} "

@@ -75,9 +75,11 @@ def _timecode(path):
         return {k.lower(): v for k, v in c.streams.video[0].metadata.items()}.get("timecode")
 
 
-def _subtitle_texts(path):
+def _subtitle_texts(path, codec="srt"):
+    """The text of each cue (mov_text: without its length prefix; its empty end-of-cue samples left out)."""
     with av.open(str(path)) as c:
-        return [bytes(p) for p in c.demux(c.streams.subtitles[0]) if p.size]
+        data = [bytes(p) for p in c.demux(c.streams.subtitles[0]) if p.size]
+    return [d[2:] for d in data if d[2:]] if codec == "mov_text" else data
 
 
 def _video_times(path):
@@ -99,7 +101,8 @@ REFUSED = [
      "blend.strength must be a number"),
     ("set-threshold-abc", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "detect.threshold=abc"],
      "detect.threshold must be a number"),
-    ("set-crf-abc", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "encode.crf=abc"], "encode.crf must be a whole"),
+    ("set-crf-abc", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "encode.crf=abc"],
+     "encode.crf must be a whole"),
     ("set-preset-bogus", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "encode.preset=bogus"], "ultrafast"),
     ("set-unknown-key", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "blend.strenght=1"], "unknown config key"),
     ("set-device", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "restore.device=gpu0"], "cuda:N"),
@@ -136,7 +139,7 @@ REFUSED = [
     ("output-proc", ["restore", "{clip}", "-o", "/proc/o.mp4", *IDENTITY], "cannot write"),
     ("work-dir-is-file", ["restore", "{clip}", "-o", "{out}/o.mp4", "--work-dir", "{out}/w", *IDENTITY],
      "cannot create the work dir", {"w": b"a file"}),
-    ("srt-into-mp4", ["restore", "{srt}", "-o", "{out}/o.mp4", *IDENTITY], "cannot hold stream #1 (subtitle, srt)"),
+    ("srt-into-ts", ["restore", "{srt}", "-o", "{out}/o.ts", *IDENTITY], "(subtitle, srt) into a data stream"),
     ("mov-text-into-ts", ["restore", "{clip}", "-o", "{out}/o.ts", *IDENTITY], "into a data stream"),
     # analyze
     ("analyze-preview-is-input", ["analyze", "{clip}", "-o", "{out}/t.json", "--preview", "{clip}"],
@@ -162,6 +165,22 @@ REFUSED = [
     ("evaluate-out-exists", ["evaluate", "{clip}", "--input", "{clip}", "--out-dir", "{out}"], "--overwrite",
      {"evaluation.json": b"{}"}),
     ("evaluate-missing", ["evaluate", "{out}/none.mp4", "--input", "{clip}"], "not found"),
+    # more of the same kinds
+    ("preview-negative", ["restore", "{clip}", "-o", "{out}/o.mp4", "--preview", "-1", *IDENTITY], "above 0"),
+    ("context-frames-negative", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "run.context_frames=-1"],
+     "at least 0"),
+    ("crf-out-of-range", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "encode.crf=99"], "between 0 and 51"),
+    ("pix-fmt-unknown", ["restore", "{clip}", "-o", "{out}/o.mp4", "--set", "encode.pix_fmt=yuv999p", *IDENTITY],
+     "cannot write pixel format"),
+    ("output-is-ref-photo", ["restore", "{clip}", "-o", "{not_image}", "--ref", "ann={not_image}"],
+     "is the input file"),
+    ("work-dir-is-input", ["restore", "{clip}", "-o", "{out}/o.mp4", "--work-dir", "{clip}", *IDENTITY],
+     "cannot create the work dir"),
+    ("analyze-stride-0", ["analyze", "{clip}", "-o", "{out}/t.json", "--set", "detect.stride=0"], "at least 1"),
+    ("evaluate-truth-other-size", ["evaluate", "{clip}", "--input", "{clip}", "--ground-truth", "{other_size}"],
+     "compare the same clip"),
+    ("probe-missing", ["probe", "{out}/none.mp4"], "not found"),
+    ("models-download-no-name", ["models", "download"], "reelface models download NAME"),
     # usage
     ("usage-missing-output", ["restore", "{clip}"], "-o/--output"),
     ("usage-unknown-command", ["restor", "{clip}"], "invalid choice"),
@@ -173,8 +192,14 @@ ACCEPTED = [
      lambda out, m: (_assert(_streams(out / "o.mkv") == [("video", "h264"), ("audio", "aac"), ("subtitle", "srt")]),
                      _assert(_subtitle_texts(out / "o.mkv") == [b"hello"]),
                      _assert(np.allclose(_video_times(out / "o.mkv"), _video_times(m["clip"]), atol=5e-4)))),
+    ("srt-into-mp4", ["restore", "{srt}", "-o", "{out}/o.mp4", *IDENTITY],
+     lambda out, m: (_assert(_streams(out / "o.mp4") == [("video", "h264"), ("subtitle", "mov_text")]),
+                     _assert(_subtitle_texts(out / "o.mp4", "mov_text") == [b"hi"]))),
     ("aac-into-mkv-keeps-times", ["restore", "{clip}", "-o", "{out}/o.mkv", "--set", "encode.codec=ffv1", *IDENTITY],
      lambda out, m: _assert(_video_times(out / "o.mkv")[0] == 0.0)),
+    ("aac-into-ts-keeps-times", ["restore", "{timecode}", "-o", "{out}/o.ts", "--set", "encode.preset=veryfast",
+                                 "--restorer", "identity"],
+     lambda out, m: _assert(np.allclose(_video_times(out / "o.ts"), _video_times(m["timecode"]), atol=2e-5))),
     ("timecode-mov", ["restore", "{timecode}", "-o", "{out}/o.mov", *IDENTITY],
      lambda out, m: _assert(_timecode(out / "o.mov") == "01:00:00:00" and ("data", None) in _streams(out / "o.mov"))),
     ("timecode-mp4", ["restore", "{timecode}", "-o", "{out}/o.mp4", *IDENTITY],
@@ -189,6 +214,8 @@ ACCEPTED = [
      lambda out, m: _assert((out / "o.mp4").read_bytes()[4:8] == b"ftyp"), {"o.mp4": b"old"}),
     ("identity-leaves-report-alone", ["restore", "{clip}", "-o", "{out}/o.mp4", *IDENTITY],
      lambda out, m: _assert((out / "o.mp4.report.json").read_bytes() == b"{}"), {"o.mp4.report.json": b"{}"}),
+    ("spaces-in-names", ["restore", "{clip}", "-o", "{out}/my out é.mp4", "--strength", "0.5", *IDENTITY],
+     lambda out, m: _assert(len(_video_times(out / "my out é.mp4")) == 24)),
     ("strength-0", ["restore", "{clip}", "-o", "{out}/o.mp4", "--strength", "0", *IDENTITY],
      lambda out, m: _assert((out / "o.mp4").is_file())),
     ("analyze-with-preview", ["analyze", "{clip}", "-o", "{out}/t.json", "--preview", "{out}/p.mp4"],
@@ -210,6 +237,15 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
             for p in sorted(folder.rglob("*"))}
 
 
+def _prepare(tmp_path, media, setup):
+    """The output folder with the case's files in it, and the inputs' bytes to compare afterwards."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, data in (setup[0] if setup else {}).items():
+        (out / name).write_bytes(data)
+    return out, {k: v.read_bytes() for k, v in media.items()}
+
+
 def _run(capsys, argv):
     try:
         code = main(argv)
@@ -223,11 +259,7 @@ def _run(capsys, argv):
 @pytest.mark.parametrize("case", REFUSED, ids=[c[0] for c in REFUSED])
 def test_refused_with_one_line_and_nothing_touched(case, media, tmp_path, capsys):
     _, template, message, *setup = case
-    out = tmp_path / "out"
-    out.mkdir()
-    for name, data in (setup[0] if setup else {}).items():
-        (out / name).write_bytes(data)
-    inputs = {k: v.read_bytes() for k, v in media.items()}
+    out, inputs = _prepare(tmp_path, media, setup)
     before = _snapshot(out)
     code, err = _run(capsys, _argv(template, media, out))
     assert code == 2, err
@@ -240,11 +272,7 @@ def test_refused_with_one_line_and_nothing_touched(case, media, tmp_path, capsys
 @pytest.mark.parametrize("case", ACCEPTED, ids=[c[0] for c in ACCEPTED])
 def test_accepted_and_correct(case, media, tmp_path, capsys):
     _, template, check, *setup = case
-    out = tmp_path / "out"
-    out.mkdir()
-    for name, data in (setup[0] if setup else {}).items():
-        (out / name).write_bytes(data)
-    inputs = {k: v.read_bytes() for k, v in media.items()}
+    out, inputs = _prepare(tmp_path, media, setup)
     code, err = _run(capsys, _argv(template, media, out))
     assert code == 0, err
     check(out, media)
