@@ -239,17 +239,19 @@ def assemble(segments: list[Path], source: Path, output: Path, info: VideoInfo, 
             finally:
                 out.close()
             copies = {src.streams[i]: stream.index for i, (stream, _) in stream_map.items()}
-            check_timing(tmp, shown, info, frame_count, copies, starts)
+            check_timing(tmp, shown, info, frame_count, video_out.index, copies, starts)
     except av.error.FFmpegError as exc:
         raise ReelfaceError(f"writing {shown} failed ({exc.strerror or exc}): its container cannot take these "
                             "streams, or the disk is full; write .mkv (it holds most streams)") from None
 
 
-def check_timing(path: Path, output: Path, info: VideoInfo, frame_count: int, copied: dict, starts: dict) -> None:
+def check_timing(path: Path, output: Path, info: VideoInfo, frame_count: int, video_index: int, copied: dict,
+                 starts: dict) -> None:
     """Every video frame at its source time and every copied stream starting where it started, each
-    within one tick of the coarser time base (Matroska stores milliseconds); the same kinds of stream."""
+    within one tick of the coarser time base (Matroska stores milliseconds); the same kinds of stream.
+    `copied`: source stream -> its index in the output; `starts`: source stream index -> first time."""
     with av.open(str(path)) as out:
-        video = out.streams.video[0]
+        video = out.streams[video_index]
         times: list[Fraction] = []
         firsts: dict[int, Fraction] = {}
         for packet in out.demux():
