@@ -29,6 +29,7 @@ from .outputs import written
 from .video import VideoInfo, VideoWriter, decode, encoder_name, open_input
 
 _MOV_FAMILY = {".mp4", ".m4v", ".mov", ".3gp", ".3g2", ".m4a"}
+_MATROSKA = {".mkv", ".mka", ".mks", ".webm"}
 # libavformat writes its own: the tool that made the file, and the MP4 brands that name the codecs inside.
 _SKIP_METADATA = {"encoder", "major_brand", "minor_version", "compatible_brands"}
 REHEARSAL_FRAMES = 12  # enough for an encoder's reorder delay and the first packets of every stream
@@ -53,7 +54,7 @@ def container_options(output: Path, time_bases: list[Fraction]) -> dict[str, str
 
 def exact_timestamps(output: Path, info: VideoInfo) -> bool:
     """Matroska/WebM store 1 ms timestamps: False when some frame's time is not a whole millisecond."""
-    if output.suffix.lower() not in {".mkv", ".webm"}:
+    if output.suffix.lower() not in _MATROSKA:
         return True
     return all((pts * info.time_base * 1000).denominator == 1 for pts in info.pts)
 
@@ -99,6 +100,8 @@ def _add_copy(out: av.container.OutputContainer, template: av.stream.Stream, out
     """The output stream for a copied stream, and the packet conversion it needs (None: copy as is)."""
     convert = None
     try:
+        if template.type == "attachment" and output.suffix.lower() not in _MATROSKA:
+            raise ValueError("only Matroska has attachments")  # the others fail later, at the header
         stream = out.add_stream_from_template(template)
     except ValueError:
         codec = template.codec_context.name if template.codec_context else None

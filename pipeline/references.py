@@ -123,7 +123,7 @@ def photo_face(path: str | Path, detector) -> tuple[np.ndarray, Any]:
     """A reference photo as RGB and its largest face; ReelfaceError if unreadable or faceless."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR) if Path(path).is_file() else None
     if img is None:
-        why = "not an image" if Path(path).is_file() else "no such file"
+        why = "not an image" if Path(path).is_file() else "a directory" if Path(path).is_dir() else "no such file"
         raise ReelfaceError(f"reference photo {path} cannot be read ({why}): give JPEG/PNG files "
                             "(--ref NAME=a.jpg,b.jpg)")
     rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -46,6 +46,12 @@ def media(tmp_path_factory):
                               synth.ClipSpec(time_base=Fraction(1, 30), pts=list(range(6, 12))))
     files["sizes"] = d / "sizes.ts"
     files["sizes"].write_bytes(first.read_bytes() + second.read_bytes())
+    # a font attachment, as Matroska files with styled subtitles carry
+    files["attachment"] = d / "attachment.mkv"
+    (d / "font.ttf").write_bytes(b"not really a font")
+    subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-i", str(files["srt"]), "-map", "0", "-c", "copy",
+                    "-attach", str(d / "font.ttf"), "-metadata:s:t", "mimetype=application/x-truetype-font",
+                    str(files["attachment"])], check=True)
     # a QuickTime timecode (tmcd) track, as professional cameras write
     files["timecode"] = d / "timecode.mov"
     subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-i", str(files["clip"]), "-map", "0:v", "-map", "0:a",
@@ -140,6 +146,9 @@ REFUSED = [
     ("work-dir-is-file", ["restore", "{clip}", "-o", "{out}/o.mp4", "--work-dir", "{out}/w", *IDENTITY],
      "cannot create the work dir", {"w": b"a file"}),
     ("srt-into-ts", ["restore", "{srt}", "-o", "{out}/o.ts", *IDENTITY], "(subtitle, srt) into a data stream"),
+    ("attachment-into-mp4", ["restore", "{attachment}", "-o", "{out}/o.mp4", *IDENTITY],
+     "cannot hold stream #2 (attachment"),
+    ("ref-is-directory", ["restore", "{clip}", "-o", "{out}/o.mp4", "--ref", "ann={out}"], "a directory"),
     ("mov-text-into-ts", ["restore", "{clip}", "-o", "{out}/o.ts", *IDENTITY], "into a data stream"),
     # analyze
     ("analyze-preview-is-input", ["analyze", "{clip}", "-o", "{out}/t.json", "--preview", "{clip}"],
@@ -200,6 +209,8 @@ ACCEPTED = [
     ("aac-into-ts-keeps-times", ["restore", "{timecode}", "-o", "{out}/o.ts", "--set", "encode.preset=veryfast",
                                  "--restorer", "identity"],
      lambda out, m: _assert(np.allclose(_video_times(out / "o.ts"), _video_times(m["timecode"]), atol=2e-5))),
+    ("attachment-into-mkv", ["restore", "{attachment}", "-o", "{out}/o.mkv", *IDENTITY],
+     lambda out, m: _assert([k for k, _ in _streams(out / "o.mkv")] == ["video", "subtitle", "attachment"])),
     ("timecode-mov", ["restore", "{timecode}", "-o", "{out}/o.mov", *IDENTITY],
      lambda out, m: _assert(_timecode(out / "o.mov") == "01:00:00:00" and ("data", None) in _streams(out / "o.mov"))),
     ("timecode-mp4", ["restore", "{timecode}", "-o", "{out}/o.mp4", *IDENTITY],
