@@ -26,12 +26,13 @@ import av
 
 from .errors import ReelfaceError
 from .outputs import written
-from .video import VideoInfo, VideoWriter, decode, encoder_name, open_input
+from .video import VideoInfo, VideoWriter, choose_pix_fmt, decode, encoder_name, open_input, working_format
 
 _MOV_FAMILY = {".mp4", ".m4v", ".mov", ".3gp", ".3g2", ".m4a"}
 _MATROSKA = {".mkv", ".mka", ".mks", ".webm"}
 # libavformat writes its own: the tool that made the file, and the MP4 brands that name the codecs inside.
 _SKIP_METADATA = {"encoder", "major_brand", "minor_version", "compatible_brands"}
+_EVEN_SIZE_ENCODERS = {"libx264", "libx265"}  # refuse odd sizes with subsampled chroma (FFV1 and ProRes do not)
 REHEARSAL_FRAMES = 12  # enough for an encoder's reorder delay and the first packets of every stream
 
 def container_options(output: Path, time_bases: list[Fraction]) -> dict[str, str]:
@@ -296,6 +297,15 @@ def rehearse(source: Path, output: Path | None, info: VideoInfo, encode_cfg, seg
     stream the container cannot hold, a container that moves timestamps) fails here, leaving nothing."""
     import tempfile
 
+    codec = encoder_name(encode_cfg.codec)
+    pix_fmt = choose_pix_fmt(codec, working_format(av.VideoFormat(info.pix_fmt)), encode_cfg.pix_fmt)
+    fmt = av.VideoFormat(pix_fmt, 64, 64)
+    subsampled = fmt.chroma_width() < 64 or fmt.chroma_height() < 64
+    # asked first: x265 prints its own refusal on stderr, the one place an error would not be one line
+    if codec in _EVEN_SIZE_ENCODERS and subsampled and (info.width % 2 or info.height % 2):
+        raise ReelfaceError(f"encoder {codec} cannot encode this {info.width}x{info.height} video as {pix_fmt}: it "
+                            "needs an even width and height for chroma-subsampled video; use --encoder ffv1 (any "
+                            "size), --set encode.pix_fmt=yuv444p, or crop the input to an even size")
     count = min(REHEARSAL_FRAMES, info.frame_count)
     until = info.pts[count] * info.time_base if count < info.frame_count else None
     with tempfile.TemporaryDirectory(prefix="reelface-check-") as folder:
@@ -305,12 +315,8 @@ def rehearse(source: Path, output: Path | None, info: VideoInfo, encode_cfg, seg
                 for frame in decode(source, 0, count, info=info):
                     writer.write(frame)
         except av.error.FFmpegError as exc:
-            codec = encoder_name(encode_cfg.codec)
-            hint = (f"{codec} needs an even width and height for chroma-subsampled video: use "
-                    "--encoder ffv1 (any size) or crop the input to an even size"
-                    if (info.width % 2 or info.height % 2) else "check encode.* in the config")
             raise ReelfaceError(f"encoder {codec} cannot encode this {info.width}x{info.height} {info.pix_fmt} "
-                                f"video ({exc.strerror or exc}); {hint}") from None
+                                f"video as {pix_fmt} ({exc.strerror or exc}); check encode.* in the config") from None
         if output is not None:
             assemble([segment], source, Path(folder) / f"output{output.suffix}", info, count, until, shown=output)
 

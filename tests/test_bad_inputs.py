@@ -6,8 +6,10 @@ byte for byte as they were, and on exit 2 the output folder exactly as it was (n
 work dir, nothing overwritten).
 """
 
+import os
 import shutil
 import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -131,6 +133,7 @@ REFUSED = [
                          "restore.weights={out}/none"], "osdface weights are missing"),
     ("unknown-restorer", ["restore", "{clip}", "-o", "{out}/o.mp4", "--restorer", "nosuch"], "unknown restorer"),
     ("odd-size-x264", ["restore", "{odd}", "-o", "{out}/o.mkv", *IDENTITY], "even width and height"),
+    ("odd-size-x265", ["restore", "{odd}", "-o", "{out}/o.mkv", "--encoder", "libx265", *IDENTITY], "yuv444p"),
     ("size-change", ["restore", "{sizes}", "-o", "{out}/o.mp4", *IDENTITY], "changes frame size mid-stream at frame 6"),
     ("size-change-default", ["restore", "{sizes}", "-o", "{out}/o.mp4"], "64x48 -> 48x32"),
     # restore: outputs
@@ -219,6 +222,8 @@ ACCEPTED = [
      lambda out, m: _assert(_timecode(out / "o.mkv") == "01:00:00:00")),
     ("odd-size-ffv1", ["restore", "{odd}", "-o", "{out}/o.mkv", "--encoder", "ffv1", *IDENTITY],
      lambda out, m: _assert(_video_times(out / "o.mkv") == _video_times(m["odd"]))),
+    ("odd-size-x264-444", ["restore", "{odd}", "-o", "{out}/o.mkv", "--set", "encode.pix_fmt=yuv444p", *IDENTITY],
+     lambda out, m: _assert(_video_times(out / "o.mkv") == _video_times(m["odd"]))),
     ("keep-work-dir", ["restore", "{clip}", "-o", "{out}/o.mp4", "--keep-work-dir", *IDENTITY],
      lambda out, m: _assert((out / "o.mp4.work" / "manifest.json").is_file())),
     ("overwrite", ["restore", "{clip}", "-o", "{out}/o.mp4", "--overwrite", *IDENTITY],
@@ -305,3 +310,19 @@ def test_the_input_is_never_the_output_by_another_name(media, tmp_path, capsys, 
             assert code == 2 and "is the input file" in err, err
     assert src.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "link.mp4"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["restore", "{odd}", "-o", "{out}/o.mkv", "--encoder", "libx265", *IDENTITY],  # x265 logs on its own
+    ["restore", "{clip}", "-o", "{out}/o.mp4", "--restorer", "osdface", "--set", "restore.weights={out}/none"],
+], ids=["x265-odd-size", "osdface-missing"])
+def test_one_line_on_the_process_stderr(argv, media, tmp_path):
+    """The whole process's stderr, native libraries included, is the one error line."""
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", *_argv(argv, media, out)], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("reelface: error: "), result.stderr
+    assert list(out.iterdir()) == []
