@@ -84,6 +84,15 @@ def _subtitle_text(codec: str, data: bytes) -> str:
     return re.sub(r"</?[a-zA-Z][^>]*>", "", text)  # SubRip's <i>, <b>, <font ...>
 
 
+def _has_content(packet: av.Packet) -> bool:
+    """False for a subtitle sample without text: MP4 muxers fill the gap before the first cue with one
+    (at 0), which other containers do not have, so a stream's start is its first cue."""
+    stream = packet.stream
+    if stream.type != "subtitle" or stream.codec_context is None or stream.codec_context.name not in _TEXT_TARGET:
+        return True
+    return bool(_subtitle_text(stream.codec_context.name, bytes(packet)).strip())
+
+
 def _converter(source_codec: str, target_codec: str):
     """packet -> packet of the target text codec, or None for a sample with no text (mov_text writes
     an empty sample to end a cue; the other codecs give each cue its own duration)."""
@@ -172,7 +181,7 @@ def _source_packets(src: av.container.InputContainer, stream_map: dict, until: F
             if at > until + 2:  # past the demuxer's interleaving distance: nothing earlier follows
                 return
             continue
-        if at is not None and (index not in starts or at < starts[index]):
+        if at is not None and (index not in starts or at < starts[index]) and _has_content(packet):
             starts[index] = at
         stream, convert = stream_map[index]
         if convert is not None:
@@ -264,7 +273,7 @@ def check_timing(path: Path, output: Path, info: VideoInfo, frame_count: int, vi
             at = packet.pts * packet.time_base
             if packet.stream_index == video.index:
                 times.append(at)
-            if packet.stream_index not in firsts or at < firsts[packet.stream_index]:
+            if (packet.stream_index not in firsts or at < firsts[packet.stream_index]) and _has_content(packet):
                 firsts[packet.stream_index] = at
         kinds = {s.index: s.type for s in out.streams}
         time_bases = {s.index: s.time_base for s in out.streams}
@@ -287,7 +296,7 @@ def check_timing(path: Path, output: Path, info: VideoInfo, frame_count: int, vi
             if abs(moved) > max(tick, source_stream.time_base or tick, time_bases[index] or tick):
                 raise ReelfaceError(f"{where} moves stream {_stream_name(source_stream)} by "
                                     f"{float(moved) * 1000:+.1f} ms against the video (it would play out of "
-                                    "sync); write .mp4 or .mov")
+                                    "sync); write another container (.mov and .mp4 keep exact times)")
 
 
 def rehearse(source: Path, output: Path | None, info: VideoInfo, encode_cfg, segment_suffix: str) -> None:

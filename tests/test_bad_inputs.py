@@ -41,6 +41,11 @@ def media(tmp_path_factory):
         "odd": synth.write_clip(d / "odd.mkv", _frames(6, (65, 49)), synth.ClipSpec(codec="ffv1")),
         "other_size": synth.write_clip(d / "other.mp4", _frames(24, (48, 32))),
         "srt": synth.write_clip(d / "srt.mkv", _frames(6, (64, 48)), synth.ClipSpec(subtitles=[(0.0, 0.1, "hi")])),
+        # a cue that starts late: MP4 fills the time before it with an empty sample, Matroska does not
+        "late_srt": synth.write_clip(d / "late.mkv", _frames(24, (64, 48)),
+                                     synth.ClipSpec(subtitles=[(0.5, 0.7, "late")])),
+        "late_mov_text": synth.write_clip(d / "late.mp4", _frames(24, (64, 48)),
+                                          synth.ClipSpec(subtitles=[(0.5, 0.7, "late")])),
     }
     # the frame size changes mid-stream: two MPEG-TS parts joined (as broadcast recordings are)
     first = synth.write_clip(d / "a.ts", _frames(6, (64, 48)), synth.ClipSpec(time_base=Fraction(1, 30)))
@@ -88,6 +93,13 @@ def _subtitle_texts(path, codec="srt"):
     with av.open(str(path)) as c:
         data = [bytes(p) for p in c.demux(c.streams.subtitles[0]) if p.size]
     return [d[2:] for d in data if d[2:]] if codec == "mov_text" else data
+
+
+def _cue_times(path, codec="srt"):
+    """Start times (s) of the cues that carry text."""
+    with av.open(str(path)) as c:
+        packets = [p for p in c.demux(c.streams.subtitles[0]) if p.size]
+        return [float(p.pts * p.time_base) for p in packets if (bytes(p)[2:] if codec == "mov_text" else bytes(p))]
 
 
 def _video_times(path):
@@ -207,6 +219,10 @@ ACCEPTED = [
     ("srt-into-mp4", ["restore", "{srt}", "-o", "{out}/o.mp4", *IDENTITY],
      lambda out, m: (_assert(_streams(out / "o.mp4") == [("video", "h264"), ("subtitle", "mov_text")]),
                      _assert(_subtitle_texts(out / "o.mp4", "mov_text") == [b"hi"]))),
+    ("late-cue-into-mp4", ["restore", "{late_srt}", "-o", "{out}/o.mp4", *IDENTITY],
+     lambda out, m: _assert(_cue_times(out / "o.mp4", "mov_text") == [0.5])),
+    ("late-cue-into-mkv", ["restore", "{late_mov_text}", "-o", "{out}/o.mkv", *IDENTITY],
+     lambda out, m: _assert(_cue_times(out / "o.mkv") == [0.5])),
     ("aac-into-mkv-keeps-times", ["restore", "{clip}", "-o", "{out}/o.mkv", "--set", "encode.codec=ffv1", *IDENTITY],
      lambda out, m: _assert(_video_times(out / "o.mkv")[0] == 0.0)),
     ("aac-into-ts-keeps-times", ["restore", "{timecode}", "-o", "{out}/o.ts", "--set", "encode.preset=veryfast",
