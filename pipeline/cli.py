@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -154,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reelface: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug, not bad input: one line (exit 1) unless debugging
+        if os.environ.get("REELFACE_DEBUG"):
+            raise
+        first = next((line for line in str(exc).splitlines() if line.strip()), "no message")
+        print(f"reelface: internal error: {type(exc).__name__}: {first.strip()} (a bug: rerun with "
+              "REELFACE_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+        return 1
     return 0
 
 

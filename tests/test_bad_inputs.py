@@ -342,3 +342,19 @@ def test_one_line_on_the_process_stderr(argv, media, tmp_path):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("reelface: error: "), result.stderr
     assert list(out.iterdir()) == []
+
+
+def test_a_bug_is_one_line_with_exit_1_unless_debugging(media, tmp_path, capsys, monkeypatch):
+    """An unexpected exception is a bug, not bad input: one line naming it, exit 1; REELFACE_DEBUG=1
+    lets the traceback through."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("stage exploded\nsecond line")
+
+    monkeypatch.setattr("pipeline.video.probe", broken)
+    code, err = _run(capsys, ["probe", str(media["clip"])])
+    assert code == 1 and err.strip().splitlines() == [
+        "reelface: internal error: RuntimeError: stage exploded (a bug: rerun with REELFACE_DEBUG=1 for the "
+        "traceback and report it)"]
+    monkeypatch.setenv("REELFACE_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="stage exploded"):
+        main(["probe", str(media["clip"])])
