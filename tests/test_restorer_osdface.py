@@ -1,17 +1,15 @@
-"""OSDFace restorer: tiny random models of the real classes, written in the published file layout and loaded
-through the real loader (no network, no GPU)."""
+"""OSDFace restorer on ../shared/data/osdface_golden: tiny random weights in the published file layout and the
+reference inference code's own outputs for two crops, loaded through the public path (config -> registry ->
+restorer; no network, no GPU)."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from pipeline.cli import main
 from pipeline.config import load_config
@@ -20,86 +18,15 @@ from pipeline.restorers import get_restorer
 from pipeline.restorers.batch_tuner import batch_from_measurements
 from pipeline.restorers.checkpoint_io import load_tensors
 from pipeline.restorers.lora import merge_lora, read_lora
-from pipeline.restorers.osdface_model import TINY_SPEC, TINY_UNET, TINY_VAE, build_random_model
-from pipeline.restorers.osdface_weights import load_model
+from pipeline.restorers.osdface_weights import LORA_FILE, OSDFACE_FILES, SPEC_FILE, load_model
 from pipeline.restorers.vq_prompt import select_distinct_codes
-
-LORA_RANK = 4
-
-
-def _lora_targets(unet: torch.nn.Module) -> list[str]:
-    """Attention projections (linear), transformer proj_in/out and resnet convs (conv LoRA), like OSDFace's."""
-    names = []
-    for name, module in unet.named_modules():
-        leaf = name.split(".")[-1]
-        if isinstance(module, torch.nn.Linear) and (leaf in ("to_q", "to_k", "to_v", "proj_in", "proj_out")
-                                                    or name.endswith("to_out.0")):
-            names.append(name)
-        elif isinstance(module, torch.nn.Conv2d) and leaf in ("conv1", "conv2") and "resnets" in name:
-            names.append(name)
-    return names
-
-
-def _random_lora(unet: torch.nn.Module, generator: torch.Generator) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    modules = dict(unet.named_modules())
-    pairs = {}
-    for name in _lora_targets(unet):
-        w = modules[name].weight
-        if w.ndim == 2:
-            down = torch.randn(LORA_RANK, w.shape[1], generator=generator) * 0.05
-            up = torch.randn(w.shape[0], LORA_RANK, generator=generator) * 0.05
-        else:
-            down = torch.randn(LORA_RANK, *w.shape[1:], generator=generator) * 0.05
-            up = torch.randn(w.shape[0], LORA_RANK, 1, 1, generator=generator) * 0.05
-        pairs[name] = (down, up)
-    return pairs
-
-
-class _HyperParameters:
-    """Stands for the omegaconf/argparse objects a Lightning checkpoint carries beside its weights."""
-
-    def __init__(self):
-        self.lr = 1e-4
-
-
-def write_tiny_osdface(folder, seed=0, base_inside=True):
-    """A tiny OSDFace in the official layout: unet/ vae/ scheduler/ (diffusers), associate_2.ckpt (Lightning,
-    vqvae_LQ.* keys plus decoder/extras), embedding_change_weights.pth, pytorch_lora_weights.safetensors (peft
-    keys), osdface_config.json (the tiny architecture). Returns the random LoRA pairs and the source model."""
-    torch.manual_seed(seed)
-    model = build_random_model(TINY_SPEC, TINY_UNET, TINY_VAE)
-    with torch.no_grad():  # random decoders overshoot to +-10; bring images into [-1, 1] like a trained one
-        model.vae.decoder.conv_out.weight *= 0.1
-        model.vae.decoder.conv_out.bias.zero_()
-    base = folder if base_inside else folder / "sd21"
-    model.unet.save_pretrained(base / "unet")
-    model.vae.save_pretrained(base / "vae")
-    from diffusers import DDIMScheduler
-
-    from pipeline.restorers.osdface_model import SD21_BASE_SCHEDULER
-
-    DDIMScheduler(**SD21_BASE_SCHEDULER).save_pretrained(base / "scheduler")
-    state = {f"vqvae_LQ.{k}": v for k, v in model.prompt.vq.state_dict().items()}
-    state["vqvae_LQ.decoder.conv_in.weight"] = torch.zeros(4, 4, 3, 3)  # unused parts of the training model
-    state["vqvae_HQ.quantize.embedding.weight"] = torch.zeros(8, 4)
-    torch.save({"state_dict": state, "epoch": 3, "hyper_parameters": _HyperParameters()}, folder / "associate_2.ckpt")
-    torch.save(model.prompt.embedding_change.state_dict(), folder / "embedding_change_weights.pth")
-    pairs = _random_lora(model.unet, torch.Generator().manual_seed(seed + 1))
-    tensors = {}
-    for name, (down, up) in pairs.items():
-        tensors[f"unet.{name}.lora_A.weight"] = down
-        tensors[f"unet.{name}.lora_B.weight"] = up
-    save_file(tensors, str(folder / "pytorch_lora_weights.safetensors"))
-    spec = dataclasses.asdict(TINY_SPEC)
-    (folder / "osdface_config.json").write_text(json.dumps(spec))
-    return pairs, model
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("osdface")
-    pairs, source = write_tiny_osdface(folder)
-    return folder, pairs, source
+def golden(data_dir):
+    """The reference's inputs and outputs, and the folder of the weights it ran with."""
+    folder = data_dir / "osdface_golden"
+    return folder / "weights", load_file(str(folder / "golden.safetensors"))
 
 
 def _cfg(folder, **restore):
@@ -108,89 +35,130 @@ def _cfg(folder, **restore):
     return load_config("default", [f"restore.{k}={v}" for k, v in values.items()])
 
 
-def _faces(n: int, seed: int = 0) -> torch.Tensor:
-    """Smooth random images (low-frequency noise upsampled) in [0, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    return F.interpolate(torch.rand(n, 3, 16, 16, generator=g), size=512, mode="bicubic").clamp(0, 1)
+def _crops(golden, n=2) -> torch.Tensor:
+    return golden[1]["faces_uint8"][:n].float() / 255
+
+
+def _restore_seeing_the_prompt(restorer, crops: torch.Tensor):
+    """restorer.restore(crops), with the codes and prompt embeddings its model used on the way (the input
+    and output of the embedding-change module)."""
+    seen = []
+    hook = restorer.model.prompt.embedding_change.register_forward_hook(
+        lambda module, args, out: seen.append((args[0].detach(), out.detach())))
+    try:
+        out = restorer.restore(crops, None)
+    finally:
+        hook.remove()
+    return out, torch.cat([codes for codes, _ in seen]), torch.cat([embeds for _, embeds in seen])
 
 
 @pytest.fixture(scope="module")
-def restorer(tiny):
-    return get_restorer(_cfg(tiny[0]).restore)
+def restorer(golden):
+    return get_restorer(_cfg(golden[0]).restore)
 
 
-def test_restore_shape_range_repeat_and_batching(restorer):
-    crops = _faces(2)
-    first = restorer.restore(crops, None)  # batch_size 2: one pass
-    assert first.shape == (2, 3, 512, 512) and first.dtype == torch.float32
-    assert torch.isfinite(first).all() and first.min() >= 0 and first.max() <= 1
-    assert first.std() > 0.01  # not a constant image
-    assert not torch.allclose(first, crops, atol=1e-3)  # the model did something
-    assert torch.equal(restorer.restore(crops, None), first)  # bit-identical: no sampled noise
+def test_fp32_restores_as_the_reference(golden, restorer):
+    crops, expected = _crops(golden), golden[1]
+    out, codes, embeds = _restore_seeing_the_prompt(restorer, crops)  # batch_size 2: one pass
+    assert torch.equal(codes, expected["codes"])
+    torch.testing.assert_close(embeds, expected["prompt_embeds"], atol=1e-5, rtol=0)
+    assert out.shape == (2, 3, 512, 512) and out.dtype == torch.float32
+    torch.testing.assert_close(out, expected["restored"], atol=1e-3, rtol=0)
     assert restorer.restore(crops[:0], None).shape == (0, 3, 512, 512)
-    restorer.batch_size = 1  # the same call now runs as two single-face passes
-    try:
-        singles = restorer.restore(crops, None)
-    finally:
-        restorer.batch_size = 2
-    # fp32 kernels differ with the batch shape: allow a quarter of one 8-bit level
-    torch.testing.assert_close(singles, first, atol=1e-3, rtol=0)
-
-
-def test_loaded_modules_equal_the_written_ones(tiny, restorer):
-    folder, _, source = tiny
-    for name, tensor in source.prompt.state_dict().items():
-        assert torch.equal(restorer.model.prompt.state_dict()[name], tensor), name
-    for name, tensor in source.vae.state_dict().items():
-        assert torch.equal(restorer.model.vae.state_dict()[name], tensor), name
     processors = {type(p).__name__ for p in restorer.model.unet.attn_processors.values()}
     assert processors == {"AttnProcessor2_0"}  # torch SDPA attention
 
 
-def _add_unmerged_lora(unet: torch.nn.Module, pairs, scale: float) -> None:
-    """Reference LoRA: the base layer plus scale * up(down(x)) at run time, by forward hooks."""
-    modules = dict(unet.named_modules())
-    for name, (down, up) in pairs.items():
-        layer = modules[name]
-
-        def hook(mod, args, out, down=down, up=up):
-            x = args[0]
-            if isinstance(mod, torch.nn.Linear):
-                return out + scale * F.linear(F.linear(x, down), up)
-            low = F.conv2d(x, down, stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
-            return out + scale * F.conv2d(low, up)
-
-        layer.register_forward_hook(hook)
-
-
-def test_merged_lora_equals_unmerged_lora(tiny, restorer):
-    folder, pairs, _ = tiny
-    merged = restorer.model.unet
-    unmerged = UNet2DConditionModel.from_pretrained(folder, subfolder="unet").eval()
-    g = torch.Generator().manual_seed(3)
-    latents = torch.randn(1, 4, 64, 64, generator=g)
-    prompt = torch.randn(1, 77, TINY_UNET["cross_attention_dim"], generator=g)
+def test_bf16_keeps_the_reference_codes(golden, record_property):
+    """UNet and VAE in bf16, the visual prompt in fp32: the codes stay the reference's exactly. The restored
+    crop's difference from the fp32 reference is bf16's own (reported as bf16_restored_max_abs_diff)."""
+    bf16 = get_restorer(_cfg(golden[0], dtype="bfloat16", batch_size=1).restore)
+    assert bf16.model.unet.dtype == bf16.model.vae.dtype == torch.bfloat16
+    assert {p.dtype for p in bf16.model.prompt.parameters()} == {torch.float32}
+    crops, expected = _crops(golden), golden[1]
+    # the first crop through the whole bf16 model (bf16 convolutions are slow on CPUs without bf16
+    # instructions), the second through its visual prompt only
+    out, codes, embeds = _restore_seeing_the_prompt(bf16, crops[:1])
     with torch.no_grad():
-        without_lora = unmerged(latents, 399, encoder_hidden_states=prompt).sample
-        _add_unmerged_lora(unmerged, pairs, TINY_SPEC.lora_alpha / LORA_RANK)
-        expected = unmerged(latents, 399, encoder_hidden_states=prompt).sample
-        got = merged(latents, 399, encoder_hidden_states=prompt).sample
-    assert (without_lora - expected).abs().max() > 0.05  # the LoRA matters
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+        codes = torch.cat([codes, bf16.model.prompt.codes(crops[1:] * 2 - 1)])
+        embeds = torch.cat([embeds, bf16.model.prompt.embedding_change(codes[1:])])
+    assert torch.equal(codes, expected["codes"])
+    torch.testing.assert_close(embeds, expected["prompt_embeds"], atol=1e-5, rtol=0)
+    diff = (out - expected["restored"][:1]).abs()
+    record_property("bf16_restored_max_abs_diff", float(diff.max()))
+    record_property("bf16_restored_mean_abs_diff", float(diff.mean()))
+    print(f"bf16 restored vs fp32 reference: max {float(diff.max()):.4f}, mean {float(diff.mean()):.5f}")
+    # bf16's own error, measured per stage with fp32 codes: each of VAE encoder, UNet, VAE decoder alone in bf16
+    # moves the crop by 0.0017-0.0026 on average; codes chosen in bf16 move whole regions
+    assert float(diff.mean()) < 0.01
 
 
-def test_older_lora_key_formats_merge_the_same(tiny, tmp_path):
-    folder, pairs, source = tiny
+def _with_lora(golden, tmp_path, tensors: dict) -> load_config:
+    """A weights folder that is the golden one but for its LoRA file."""
+    folder = tmp_path / "weights"
+    folder.mkdir(parents=True)
+    for name in [*OSDFACE_FILES, SPEC_FILE, "unet", "vae", "scheduler"]:
+        if name != LORA_FILE:
+            (folder / name).symlink_to(golden[0] / name)
+    save_file(tensors, str(folder / LORA_FILE))
+    return _cfg(folder).restore
+
+
+def _rank(lora: dict, rank: int) -> dict:
+    """The golden LoRA cut to its first `rank` components (lora_A rows, lora_B columns)."""
+    return {k: (v[:rank] if ".lora_A." in k else v[:, :rank]).contiguous() for k, v in lora.items()}
+
+
+def _zero_padded(lora: dict, rank: int) -> dict:
+    """The same low-rank update written at a higher rank with zero components: the same product up @ down."""
+    padded = {}
+    for k, v in lora.items():
+        axis = 0 if ".lora_A." in k else 1
+        shape = list(v.shape)
+        shape[axis] = rank - v.shape[axis]
+        padded[k] = torch.cat([v, v.new_zeros(shape)], axis)
+    return padded
+
+
+def test_lora_scale_is_the_references_whatever_the_files_rank(golden, tmp_path, capsys):
+    """The reference merges at lora_alpha / lora_rank = 16 / 16 whatever the file's rank, so a rank-4 file and
+    the same update zero-padded to rank 16 give the same UNet; a file that stores an alpha is merged at that
+    alpha / its rank, and the loader says so."""
+    lora = load_file(str(golden[0] / LORA_FILE))
+    rank4 = _rank(lora, 4)
+    assert {v.shape[0] for k, v in rank4.items() if ".lora_A." in k} == {4}
+    merged4 = load_model(_with_lora(golden, tmp_path / "r4", rank4)).unet.state_dict()
+    merged16 = load_model(_with_lora(golden, tmp_path / "r16", _zero_padded(rank4, 16))).unet.state_dict()
+    base = UNet2DConditionModel.from_pretrained(golden[0], subfolder="unet").state_dict()
+    name = next(k.removeprefix("unet.").replace(".lora_A", "") for k in rank4 if ".lora_A." in k)
+    assert (merged4[name] - base[name]).abs().max() > 1e-3  # the LoRA changed the layer
+    for key in merged16:
+        torch.testing.assert_close(merged4[key], merged16[key], atol=1e-6, rtol=0)
+    assert "stores its own alpha" not in capsys.readouterr().err
+
+    stored = dict(rank4)
+    for key in [k for k in rank4 if ".lora_A." in k]:
+        stored[key.replace(".lora_A.weight", ".alpha")] = torch.tensor(2.0)  # scale 2 / 4 = 0.5
+    halved = {k: v * 0.5 if ".lora_B." in k else v for k, v in _zero_padded(rank4, 16).items()}
+    merged_alpha = load_model(_with_lora(golden, tmp_path / "alpha", stored)).unet.state_dict()
+    assert "stores its own alpha" in capsys.readouterr().err
+    merged_half = load_model(_with_lora(golden, tmp_path / "half", halved)).unet.state_dict()
+    for key in merged_half:
+        torch.testing.assert_close(merged_alpha[key], merged_half[key], atol=1e-6, rtol=0)
+    assert (merged_alpha[name] - merged4[name]).abs().max() > 1e-4
+
+
+def test_older_lora_key_formats_read_the_same(golden, tmp_path):
+    peft = read_lora(golden[0] / LORA_FILE)
     old, processor = {}, {}
-    for name, (down, up) in pairs.items():
-        old[f"unet.{name}.lora.down.weight"], old[f"unet.{name}.lora.up.weight"] = down, up
+    for name, pair in peft.items():
+        old[f"unet.{name}.lora.down.weight"], old[f"unet.{name}.lora.up.weight"] = pair.down, pair.up
         attn, _, proj = name.removesuffix(".0").rpartition(".")
         if proj in ("to_q", "to_k", "to_v", "to_out"):
-            processor[f"{attn}.processor.{proj}_lora.down.weight"] = down
-            processor[f"{attn}.processor.{proj}_lora.up.weight"] = up
+            processor[f"{attn}.processor.{proj}_lora.down.weight"] = pair.down
+            processor[f"{attn}.processor.{proj}_lora.up.weight"] = pair.up
     save_file(old, str(tmp_path / "old.safetensors"))
     save_file(processor, str(tmp_path / "proc.safetensors"))
-    peft = read_lora(folder / "pytorch_lora_weights.safetensors")
     assert set(read_lora(tmp_path / "old.safetensors")) == set(peft)
     proc = read_lora(tmp_path / "proc.safetensors")
     assert len(proc) == len(processor) // 2 > 0 and set(proc) <= set(peft)
@@ -198,38 +166,32 @@ def test_older_lora_key_formats_merge_the_same(tiny, tmp_path):
         assert torch.equal(pair.down, peft[name].down) and torch.equal(pair.up, peft[name].up)
 
 
-def _reference_select(z: torch.Tensor, codebook: torch.Tensor, count: int):
-    """The straightforward per-image walk: positions by distance to their nearest code, first distinct codes."""
-    all_codes, all_valid = [], []
+def _walk_select(z: torch.Tensor, codebook: torch.Tensor, count: int):
+    """The selection spelled out per image: positions by distance to their nearest code, first distinct codes."""
+    all_codes = []
     for image in z:
         d = (image ** 2).sum(1, keepdim=True) + (codebook ** 2).sum(1) - 2 * image @ codebook.t()
         values, nearest = d.min(dim=1)
         chosen = []
         for p in torch.argsort(values, stable=True).tolist():
-            code = int(nearest[p])
-            if code not in chosen:
-                chosen.append(code)
+            if int(nearest[p]) not in chosen:
+                chosen.append(int(nearest[p]))
             if len(chosen) == count:
                 break
-        valid = [True] * len(chosen) + [False] * (count - len(chosen))
-        all_codes.append(chosen + [0] * (count - len(chosen)))
-        all_valid.append(valid)
-    return torch.tensor(all_codes), torch.tensor(all_valid)
+        all_codes.append(chosen)
+    return torch.tensor(all_codes)
 
 
-@pytest.mark.parametrize("n_codes", [40, 300, 1024])
-def test_vectorised_code_selection_equals_per_image_reference(n_codes):
+@pytest.mark.parametrize("n_codes", [300, 1024])
+def test_code_order_with_many_distinct_codes(n_codes):
+    """The golden crops choose only 6 and 7 distinct codes; the published model chooses 77 of 1024, so the
+    order among many codes is checked here."""
     g = torch.Generator().manual_seed(n_codes)
     z = torch.randn(5, 256, 16, generator=g)
     codebook = torch.randn(n_codes, 16, generator=g)
     codes, valid = select_distinct_codes(z, codebook, 77)
-    ref_codes, ref_valid = _reference_select(z, codebook, 77)
-    assert torch.equal(valid, ref_valid)
-    assert torch.equal(codes[valid], ref_codes[ref_valid])
-    if n_codes == 40:  # fewer distinct codes than prompt tokens: zero rows at the end
-        assert not valid[:, 40:].any() and valid[:, 0].all()
-    else:
-        assert valid.all()
+    assert valid.all()
+    assert torch.equal(codes, _walk_select(z, codebook, 77))
 
 
 def test_missing_files_list_the_expected_layout(tmp_path):
@@ -241,19 +203,19 @@ def test_missing_files_list_the_expected_layout(tmp_path):
     assert "Expected layout" in text and "unet/config.json" in text and "reelface models download osdface" in text
 
 
-def test_base_model_in_its_own_folder(tmp_path):
-    write_tiny_osdface(tmp_path, base_inside=False)
-    model = load_model(_cfg(tmp_path, base_model=str(tmp_path / "sd21")).restore)
-    assert model.unet.config.cross_attention_dim == TINY_UNET["cross_attention_dim"]
+def test_base_model_in_its_own_folder(golden, tmp_path):
+    for name in [*OSDFACE_FILES, SPEC_FILE]:
+        (tmp_path / name).symlink_to(golden[0] / name)
+    model = load_model(_cfg(tmp_path, base_model=str(golden[0])).restore)
+    assert model.unet.config.cross_attention_dim == golden[1]["prompt_embeds"].shape[-1]
     with pytest.raises(ReelfaceError, match="SD 2.1-base|Stable Diffusion 2.1-base"):
         load_model(_cfg(tmp_path, base_model="someone/not-in-the-cache").restore)
 
 
-def test_wrong_or_corrupt_weights_are_clear_errors(tiny, tmp_path):
-    folder = tiny[0]
-    for name in os.listdir(folder):
-        if not (folder / name).is_dir():
-            (tmp_path / name).write_bytes((folder / name).read_bytes())
+def test_wrong_or_corrupt_weights_are_clear_errors(golden, tmp_path):
+    folder = golden[0]
+    for name in [*OSDFACE_FILES, SPEC_FILE]:
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
     cfg = _cfg(tmp_path, base_model=str(folder)).restore
     (tmp_path / "associate_2.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ReelfaceError, match="not a readable PyTorch checkpoint"):
@@ -265,6 +227,13 @@ def test_wrong_or_corrupt_weights_are_clear_errors(tiny, tmp_path):
                torch.zeros(8, 4)}, str(tmp_path / "pytorch_lora_weights.safetensors"))
     with pytest.raises(ReelfaceError, match="layers this UNet does not have"):
         merge_lora(torch.nn.Sequential(torch.nn.Linear(8, 8)), read_lora(tmp_path / "pytorch_lora_weights.safetensors"), 16)
+
+
+class _HyperParameters:
+    """Stands for the omegaconf/argparse objects a Lightning checkpoint carries beside its weights."""
+
+    def __init__(self):
+        self.lr = 1e-4
 
 
 class _Exploit:
@@ -290,8 +259,8 @@ def test_batch_size_fit_from_two_measurements():
     assert batch_from_measurements(4 * gib, 5 * gib, 500 * gib) == 64
 
 
-def test_models_command_shows_presence(tiny, capsys):
-    folder = tiny[0]
+def test_models_command_shows_presence(golden, capsys):
+    folder = golden[0]
     assert main(["models", "--set", "restore.restorer=osdface", "--set", f"restore.weights={folder}"]) == 0
     out = capsys.readouterr().out
     for name in ("fusion", "osdface", "onnx", "identity"):
@@ -300,16 +269,16 @@ def test_models_command_shows_presence(tiny, capsys):
     assert "MISSING" not in osdface and osdface.count("present") == 4 and str(folder) in osdface
 
 
-def test_vae_memory_options_take_effect(tiny):
-    restorer = get_restorer(_cfg(tiny[0], vae_tiling="true", vae_slicing="true", batch_size=0).restore)
+def test_vae_memory_options_take_effect(golden):
+    restorer = get_restorer(_cfg(golden[0], vae_tiling="true", vae_slicing="true", batch_size=0).restore)
     vae = restorer.model.vae
     assert vae.use_tiling and vae.use_slicing and vae.tile_sample_min_size == 256 and vae.tile_latent_min_size == 32
     assert restorer.batch_size is None and restorer._fit_batch_size() == 4  # batch_size 0 on the CPU: the default
 
 
-def test_download_reports_what_is_left_to_do(tiny, tmp_path, capsys):
+def test_download_reports_what_is_left_to_do(golden, tmp_path, capsys):
     args = ["models", "download", "osdface", "--set", "restore.restorer=osdface",
-            "--set", f"restore.base_model={tiny[0]}", "--set", f"restore.weights={tmp_path}"]
+            "--set", f"restore.base_model={golden[0]}", "--set", f"restore.weights={tmp_path}"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "using the local folder" in out and "still missing" in out and "associate_2.ckpt" in out

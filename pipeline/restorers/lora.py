@@ -4,8 +4,8 @@ Key formats understood (any of the prefixes `unet.`, `base_model.model.`):
 - peft / diffusers >= 0.22: `<module>.lora_A.weight`, `<module>.lora_B.weight` (also `.lora_A.default.weight`)
 - diffusers LoRACompatible layers: `<module>.lora.down.weight`, `<module>.lora.up.weight`
 - diffusers attention processors: `<attn>.processor.to_q_lora.down.weight` (to_q/to_k/to_v/to_out)
-An optional `<module>.alpha` tensor overrides the default alpha for that module.
-Scale per module: alpha / rank, with rank read from the tensor shapes.
+Scale: the caller's (OSDFace's reference merges at its lora_alpha / lora_rank = 16 / 16 whatever rank the file
+has), except for a module whose file stores `<module>.alpha`: that alpha / the module's rank, as peft would.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ class LoraPair:
     def rank(self) -> int:
         return self.down.shape[0]
 
-    def delta(self, shape: torch.Size, default_alpha: float) -> torch.Tensor:
+    def delta(self, shape: torch.Size, default_scale: float) -> torch.Tensor:
         """The weight update scale * up @ down, in fp32, shaped like the base weight."""
-        scale = (self.alpha if self.alpha is not None else default_alpha) / self.rank
+        scale = self.alpha / self.rank if self.alpha is not None else default_scale
         up, down = self.up.float().reshape(self.up.shape[0], -1), self.down.float().reshape(self.rank, -1)
         return (scale * (up @ down)).reshape(shape)
 
@@ -97,8 +97,8 @@ def _strip(name: str) -> str:
 
 
 @torch.no_grad()
-def merge_lora(unet: nn.Module, pairs: dict[str, LoraPair], default_alpha: float) -> None:
-    """W <- W + alpha/r * up @ down for every LoRA module; every one must name a Linear/Conv2d of the UNet."""
+def merge_lora(unet: nn.Module, pairs: dict[str, LoraPair], default_scale: float) -> None:
+    """W <- W + scale * up @ down for every LoRA module; every one must name a Linear/Conv2d of the UNet."""
     modules = dict(unet.named_modules())
     missing = [name for name in pairs if not isinstance(modules.get(name), (nn.Linear, nn.Conv2d))]
     if missing:
@@ -109,4 +109,4 @@ def merge_lora(unet: nn.Module, pairs: dict[str, LoraPair], default_alpha: float
         if pair.down.reshape(pair.rank, -1).shape[1] != weight[0].numel() or pair.up.shape[0] != weight.shape[0]:
             raise ReelfaceError(f"LoRA for '{name}' has shapes {tuple(pair.down.shape)}/{tuple(pair.up.shape)} "
                                 f"that do not fit the UNet weight {tuple(weight.shape)}")
-        weight.copy_((weight.float() + pair.delta(weight.shape, default_alpha)).to(weight.dtype))
+        weight.copy_((weight.float() + pair.delta(weight.shape, default_scale)).to(weight.dtype))

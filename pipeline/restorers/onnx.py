@@ -1,13 +1,16 @@
-"""The `onnx` restorer: a user's face restorer exported to ONNX (GFPGAN, CodeFormer, GPEN style).
+"""The `onnx` restorer: the face restorers people already have as ONNX files (facefusion and others ship them).
 
-Such models take RGB NCHW in [-1, 1] and give the same back. The image input is found by its rank (4); its
-batch may be fixed (batches are padded) or dynamic, its size fixed (crops are resized to it and back) or
-dynamic (512). A second scalar input, as in CodeFormer's fidelity weight `w`, gets restore.fidelity.
+Recognised from the model's inputs, each RGB NCHW in [-1, 1] in and out:
+- GFPGAN 1.4, GPEN-BFR-512, RestoreFormer++: one image input `input` (or `x`), 3 x 512 x 512
+- GPEN-BFR-256 / GPEN-BFR-1024: the same at 256 / 1024 (crops are resized to it and back)
+- CodeFormer: the 512 image `x` (or `input`) and a scalar fidelity weight `w` (or `weight`), fed restore.fidelity
+The batch axis may be fixed (batches are padded) or dynamic. Anything else is refused with what was found.
 Runs on onnxruntime's CUDA provider when it is there (and the device allows it), else on the CPU.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,58 @@ from .base import CROP_SIZE, TrackRefs, check_crops
 
 DEFAULT_BATCH = 8  # for models with a dynamic batch axis, when restore.batch_size is 0
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+IMAGE_NAMES = ("input", "x")
+FIDELITY_NAMES = ("w", "weight")
+FAMILIES = {  # (image side, has a fidelity input) -> the models with that signature
+    (256, False): "GPEN-BFR-256",
+    (512, False): "GFPGAN 1.4 / GPEN-BFR-512 / RestoreFormer++",
+    (1024, False): "GPEN-BFR-1024",
+    (512, True): "CodeFormer",
+}
+KNOWN = ("GFPGAN 1.4, GPEN-BFR-256/512/1024, RestoreFormer++ (one image input 'input' or 'x', N x 3 x S x S, "
+         "S 256/512/1024) and CodeFormer (the 512 image plus a scalar 'w' or 'weight')")
+
+
+@dataclass(frozen=True)
+class Signature:
+    family: str
+    image: str  # input name
+    image_type: type
+    size: int  # the model's square side
+    fixed_batch: int | None
+    fidelity: str | None  # input name of CodeFormer's fidelity weight
+    fidelity_type: type | None
+    fidelity_shape: tuple[int, ...]
+
+
+def _fixed(dim) -> int | None:
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def _is_scalar(arg) -> bool:
+    return arg.type in _NP_TYPES and all(d == 1 for d in arg.shape)
+
+
+def recognise(inputs: list, path: Path) -> Signature:
+    """The family of a model from its inputs (onnxruntime NodeArgs); one line naming what was found otherwise.
+    A dynamic image side is taken as 512, the crops' own size."""
+    images = [a for a in inputs if a.name in IMAGE_NAMES and len(a.shape) == 4 and a.type in _NP_TYPES]
+    weights = [a for a in inputs if a.name in FIDELITY_NAMES and _is_scalar(a)]
+    family = None
+    if len(images) == 1 and len(weights) <= 1 and len(images) + len(weights) == len(inputs):
+        _, channels, height, width = (_fixed(d) for d in images[0].shape)
+        side = height or width or CROP_SIZE
+        if channels in (3, None) and (height or side) == side and (width or side) == side:
+            family = FAMILIES.get((side, bool(weights)))
+    if family is None:
+        found = ", ".join(f"{a.name} {list(a.shape)} {a.type}" for a in inputs)
+        raise ReelfaceError(f"onnx restorer: {path} has inputs {found}, the signature of no face restorer this "
+                            f"backend knows: {KNOWN}")
+    image = images[0]
+    weight = weights[0] if weights else None
+    return Signature(family, image.name, _NP_TYPES[image.type], side, _fixed(image.shape[0]),
+                     weight.name if weight else None, _NP_TYPES[weight.type] if weight else None,
+                     tuple(weight.shape) if weight else ())
 
 
 def default_dir() -> Path:
@@ -37,8 +92,8 @@ def check_present(restore_cfg) -> Path:
     found = sorted(default_dir().glob("*.onnx"))
     if len(found) != 1:
         what = "no .onnx file" if not found else f"{len(found)} .onnx files"
-        raise ReelfaceError(f"onnx restorer: {what} in {default_dir()}; put your 512x512 face restorer there "
-                            "(GFPGAN/CodeFormer/GPEN ONNX export) or set restore.weights=/path/model.onnx")
+        raise ReelfaceError(f"onnx restorer: {what} in {default_dir()}; put your face restorer there "
+                            "(GFPGAN, CodeFormer, GPEN-BFR or RestoreFormer++ in ONNX) or set restore.weights=/path/model.onnx")
     return found[0]
 
 
@@ -76,36 +131,24 @@ class OnnxRestorer:
             self.session = ort.InferenceSession(str(self.path), providers=_providers(restore_cfg.device))
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
             raise ReelfaceError(f"onnx restorer: cannot load {self.path} ({exc})") from None
-        images = [i for i in self.session.get_inputs() if len(i.shape) == 4]
-        if len(images) != 1 or images[0].type not in _NP_TYPES:
-            raise ReelfaceError(f"onnx restorer: {self.path} needs exactly one float NCHW image input, "
-                                f"has {[(i.name, i.shape, i.type) for i in self.session.get_inputs()]}")
-        image = images[0]
-        self.input_name, self.input_type = image.name, _NP_TYPES[image.type]
+        self.signature = recognise(self.session.get_inputs(), self.path)
+        sig = self.signature
         self.feeds = {}
-        for extra in self.session.get_inputs():
-            if extra.name == image.name:
-                continue
-            if extra.type not in _NP_TYPES or any(d not in (1,) for d in extra.shape):
-                raise ReelfaceError(f"onnx restorer: {self.path} has an input '{extra.name}' {extra.shape} that is "
-                                    "neither the image nor a scalar (such as CodeFormer's fidelity weight w)")
-            self.feeds[extra.name] = np.full(extra.shape, restore_cfg.fidelity, dtype=_NP_TYPES[extra.type])
-        batch, _, height, width = image.shape
-        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
-        self.batch_size = self.fixed_batch or restore_cfg.batch_size or DEFAULT_BATCH
-        self.size = tuple(d if isinstance(d, int) and d > 0 else CROP_SIZE for d in (height, width))
+        if sig.fidelity:
+            self.feeds[sig.fidelity] = np.full(sig.fidelity_shape, restore_cfg.fidelity, dtype=sig.fidelity_type)
+        self.batch_size = sig.fixed_batch or restore_cfg.batch_size or DEFAULT_BATCH
 
     def _run(self, crops: torch.Tensor) -> torch.Tensor:
-        n = crops.shape[0]
+        sig, n = self.signature, crops.shape[0]
         x = crops.float() * 2 - 1
-        if self.size != (CROP_SIZE, CROP_SIZE):
-            x = F.interpolate(x, size=self.size, mode="bilinear", antialias=True, align_corners=False)
-        if self.fixed_batch and n < self.fixed_batch:
-            x = torch.cat([x, x.new_zeros((self.fixed_batch - n, *x.shape[1:]))])
-        feeds = {self.input_name: x.numpy().astype(self.input_type, copy=False), **self.feeds}
+        if sig.size != CROP_SIZE:
+            x = F.interpolate(x, size=(sig.size, sig.size), mode="bilinear", antialias=True, align_corners=False)
+        if sig.fixed_batch and n < sig.fixed_batch:
+            x = torch.cat([x, x.new_zeros((sig.fixed_batch - n, *x.shape[1:]))])
+        feeds = {sig.image: x.numpy().astype(sig.image_type, copy=False), **self.feeds}
         y = torch.from_numpy(np.asarray(self.session.run(None, feeds)[0], dtype=np.float32))[:n]
         if tuple(y.shape[2:]) != (CROP_SIZE, CROP_SIZE):
-            y = F.interpolate(y, size=(CROP_SIZE, CROP_SIZE), mode="bicubic", align_corners=False)
+            y = F.interpolate(y, size=(CROP_SIZE, CROP_SIZE), mode="bicubic", antialias=True, align_corners=False)
         return ((y.clamp(-1, 1) + 1) / 2).clamp(0, 1)
 
     def restore(self, crops: torch.Tensor, refs: list[TrackRefs] | None = None) -> torch.Tensor:

@@ -2,10 +2,13 @@
 
 Batched and deterministic: every crop of a batch goes through one VAE encode, one UNet call and one VAE
 decode; the prompt codes are chosen with tensor ops; the latent is the VAE's mean (no sampled noise).
-bf16/fp16 on a GPU (SDPA attention, channels_last, optional torch.compile), fp32 on the CPU.
+UNet and VAE in bf16/fp16 on a GPU (SDPA attention, channels_last, optional torch.compile), fp32 on the CPU;
+the visual prompt in true fp32 everywhere, so its codes are the reference's.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 
@@ -17,6 +20,18 @@ from .osdface_model import OSDFaceModel
 VAE_TILE = 256  # px; with restore.vae_tiling the VAE works on 256 px tiles of the 512 crop
 
 
+@contextmanager
+def _ieee_fp32_convolutions():
+    """cuDNN runs fp32 convolutions in TF32 (a 10-bit mantissa) by default on recent GPUs: coarse enough to
+    move the visual prompt's codes, as bf16 does. Scoped to the model's calls."""
+    conv = torch.backends.cudnn.conv
+    saved, conv.fp32_precision = conv.fp32_precision, "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision = saved
+
+
 class OSDFaceRestorer:
     name = "osdface"
     temporal_radius = 0
@@ -24,8 +39,7 @@ class OSDFaceRestorer:
     def __init__(self, model: OSDFaceModel, restore_cfg):
         self.device = resolve_device(restore_cfg.device)
         self.dtype = resolve_dtype(restore_cfg.dtype, self.device)
-        model = model.eval().requires_grad_(False).to(self.device, self.dtype)
-        model.prompt.keep_codebook_fp32()
+        model = model.eval().requires_grad_(False).place(self.device, self.dtype)
         self.channels_last = self.device.type == "cuda"  # faster convolutions on GPUs; slower on some CPUs
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -48,7 +62,7 @@ class OSDFaceRestorer:
         return cls(load_model(restore_cfg), restore_cfg)
 
     def _input(self, crops: torch.Tensor) -> torch.Tensor:
-        x = crops.to(self.device, self.dtype, non_blocking=True)
+        x = crops.to(self.device, torch.float32, non_blocking=True)  # fp32: the visual prompt's input too
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     @torch.no_grad()  # not inference_mode: callers may edit the returned tensors in place
@@ -56,14 +70,16 @@ class OSDFaceRestorer:
         n = crops.shape[0]
         if self.compiled and self.batch_size and n < self.batch_size:
             crops = torch.cat([crops, crops.new_zeros((self.batch_size - n, *crops.shape[1:]))])
-        return self.forward(self._input(crops))[:n]
+        with _ieee_fp32_convolutions():
+            return self.forward(self._input(crops))[:n]
 
     def _fit_batch_size(self) -> int:
         probe = torch.full((2, 3, 512, 512), 0.5)
 
         @torch.no_grad()
         def run(batch: int) -> None:  # uncompiled: fitting must not compile two extra shapes
-            self.model(self._input(probe[:batch]))
+            with _ieee_fp32_convolutions():
+                self.model(self._input(probe[:batch]))
 
         return fit_batch_size(run, self.device)
 

@@ -23,8 +23,15 @@ class OSDFaceSpec:
     """What the weights folder does not say about the model; defaults are the published OSDFace."""
 
     vq_encoder: VQEncoderConfig = field(default_factory=VQEncoderConfig)
-    lora_alpha: float = 16.0  # LoRA scale = alpha / rank (rank 16 in the published file)
+    # The reference merges its LoRA at its command line's lora_alpha / lora_rank whatever rank the file has;
+    # a file that stores its own alpha is merged at that alpha / the file's rank instead (lora.merge_lora).
+    lora_alpha: float = 16.0
+    lora_rank: int = 16
     timestep: int = 399
+
+    @property
+    def lora_scale(self) -> float:
+        return self.lora_alpha / self.lora_rank
 
     @classmethod
     def from_dict(cls, data: dict) -> OSDFaceSpec:
@@ -70,7 +77,6 @@ TINY_VAE = dict(
 TINY_SPEC = OSDFaceSpec(
     vq_encoder=VQEncoderConfig(ch=8, ch_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=1, z_channels=32, embed_dim=32,
                                n_embed=128, norm_groups=8),
-    lora_alpha=8.0,
 )
 
 
@@ -88,11 +94,20 @@ class OSDFaceModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
 
+    def place(self, device: torch.device, dtype: torch.dtype) -> OSDFaceModel:
+        """Everything on `device`, the UNet and VAE in `dtype`, the visual prompt left in the fp32 it was loaded
+        in: its nearest-code choice is discrete, and a bf16 encoder or codebook picks other codes (all 77 of
+        each golden crop moved), which changes the whole face, not the last bits."""
+        self.to(device)
+        for part in (self.unet, self.vae):
+            nn.Module.to(part, dtype=dtype)  # not diffusers' own .to(), which warns about any cast after loading
+        return self
+
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] (model dtype, model device) -> float32 (B, 3, H, W) in [0, 1]."""
-        x = crops * 2 - 1
-        prompt = self.prompt(x)
-        z = self.vae.encode(x).latent_dist.mean * self.scaling
+        """(B, 3, H, W) float32 in [0, 1] on the model's device -> float32 (B, 3, H, W) in [0, 1]."""
+        x = crops.float() * 2 - 1
+        prompt = self.prompt(x).to(self.dtype)
+        z = self.vae.encode(x.to(self.dtype)).latent_dist.mean * self.scaling
         eps = self.unet(z, self.timestep, encoder_hidden_states=prompt, return_dict=False)[0]
         x0 = (z.float() - self.sqrt_1ma * eps.float()) / self.sqrt_a  # in fp32: a small difference of large terms
         image = self.vae.decode((x0 / self.scaling).to(z.dtype)).sample

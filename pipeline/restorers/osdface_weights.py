@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ SPEC_FILE = "osdface_config.json"
 OSDFACE_FILES = {
     VQ_FILE: "VQ visual-prompt encoder (Lightning checkpoint, keys vqvae_LQ.*)",
     EMBEDDING_FILE: "codes -> prompt embeddings (two 1x1 convolutions)",
-    LORA_FILE: "UNet LoRA, rank 16 (merged into the UNet at load)",
+    LORA_FILE: "UNet LoRA (merged into the UNet at load, at 16 / 16 = 1.0 as the reference does)",
 }
 BASE_PARTS = ("unet", "vae", "scheduler")
 BASE_DOWNLOAD_PATTERNS = ["unet/config.json", "unet/diffusion_pytorch_model.safetensors",
@@ -180,7 +181,12 @@ def load_model(restore_cfg) -> OSDFaceModel:
         scheduler = DDIMScheduler.from_pretrained(base, subfolder="scheduler")
     except (OSError, ValueError) as exc:
         raise ReelfaceError(f"could not load Stable Diffusion 2.1-base from {base}: {exc}") from None
-    merge_lora(unet, read_lora(folder / LORA_FILE), spec.lora_alpha)
+    lora = read_lora(folder / LORA_FILE)
+    stored = sum(pair.alpha is not None for pair in lora.values())
+    if stored:
+        print(f"reelface: {folder / LORA_FILE} stores its own alpha for {stored} of {len(lora)} layers: those are "
+              f"merged at that alpha / their rank, the others at {spec.lora_scale:g}", file=sys.stderr)
+    merge_lora(unet, lora, spec.lora_scale)
     prompt = load_visual_prompt(folder, spec, unet.config.cross_attention_dim)
     return OSDFaceModel(prompt, unet, vae, scheduler, spec.timestep).eval().requires_grad_(False)
 

@@ -31,7 +31,7 @@ BACKENDS = {b.name: b for b in (
             "one-step diffusion (OSDFace weights on Stable Diffusion 2.1-base)",
             weights="pipeline.restorers.osdface_weights"),
     Backend("onnx", "pipeline.restorers.onnx:OnnxRestorer",
-            "your 512x512 face restorer in ONNX (GFPGAN / CodeFormer / GPEN style)",
+            "your face restorer in ONNX: GFPGAN 1.4, CodeFormer, GPEN-BFR 256/512/1024, RestoreFormer++",
             weights="pipeline.restorers.onnx", load_to_check=True),
     Backend("identity", "pipeline.restorers.identity:IdentityRestorer",
             "returns the input (baseline for benchmarks and tests)", needs_faces=False),

@@ -153,7 +153,6 @@ def select_distinct_codes(z: torch.Tensor, codebook: torch.Tensor, count: int) -
     Tensor ops only (no per-image loop). Ties between two codes at exactly the same distance go to the
     lower code index.
     """
-    z, codebook = z.float(), codebook.float()
     dist = (z * z).sum(-1, keepdim=True) + (codebook * codebook).sum(-1) - 2 * torch.matmul(z, codebook.t())
     nearest_dist, nearest = dist.min(dim=2)  # (B, P)
     best = torch.full((z.shape[0], codebook.shape[0]), float("inf"), device=z.device)
@@ -189,17 +188,16 @@ class VQEncoder(nn.Module):
 
 
 class VisualPrompt(nn.Module):
-    """Face crops in [-1, 1] -> (B, 77, cross_attention_dim) prompt embeddings for the UNet."""
+    """Face crops in [-1, 1] -> (B, 77, cross_attention_dim) prompt embeddings for the UNet.
+
+    Meant to run in fp32 whatever the UNet's dtype (OSDFaceModel.place): the codes are a discrete choice.
+    """
 
     def __init__(self, cfg: VQEncoderConfig, cross_attention_dim: int):
         super().__init__()
         self.cfg = cfg
         self.vq = VQEncoder(cfg)
         self.embedding_change = EmbeddingChange(cfg.embed_dim, cross_attention_dim)
-
-    def keep_codebook_fp32(self) -> None:
-        """Nearest-code choices are discrete: keep the codebook in fp32 whatever the model's dtype."""
-        self.vq.quantize.float()
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """The selected codebook vectors (B, 77, embed_dim), zero rows where fewer codes were distinct."""
@@ -209,8 +207,7 @@ class VisualPrompt(nn.Module):
         z = h.flatten(2).transpose(1, 2)  # (B, H*W, C), positions in raster order
         book = self.vq.quantize.embedding.weight
         codes, valid = select_distinct_codes(z, book, self.cfg.prompt_tokens)
-        return book.float()[codes] * valid.unsqueeze(-1)
+        return book[codes] * valid.unsqueeze(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = self.embedding_change.conv1.weight.dtype
-        return self.embedding_change(self.codes(x).to(dtype))
+        return self.embedding_change(self.codes(x))
