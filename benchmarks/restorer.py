@@ -5,6 +5,7 @@ on their values). One JSON line per measurement.
   python benchmarks/restorer.py --device cuda --full    # SD 2.1-base size, bf16, batches 1 4 16 32 64
   python benchmarks/restorer.py --device cpu --full --batches 1 --iters 1   # proves the full path on a CPU
   python benchmarks/restorer.py --flops --full          # model FLOPs per face (counted on the meta device)
+  python benchmarks/restorer.py --golden ../shared/data/osdface_golden   # fp32 and bf16 against the reference
 
 On a GPU the figure is also given as a fraction of the compute limit: peak dense bf16 TFLOP/s of the card
 (--peak-tflops, default 790 for an H100 SXM) / FLOPs per face.
@@ -46,6 +47,34 @@ def count_flops_per_face(full: bool) -> float:
     return float(counter.get_total_flops())
 
 
+def compare_with_golden(folder: Path, device: str, dtypes: list[str]) -> None:
+    """The reference's two golden crops through config -> registry -> restorer in each dtype: how far the
+    restored crops are from the reference's fp32 output, and whether the visual-prompt codes are its codes."""
+    from safetensors.torch import load_file
+
+    from pipeline.restorers import get_restorer
+
+    golden = load_file(str(folder / "golden.safetensors"))
+    crops = golden["faces_uint8"].float() / 255
+    for dtype in dtypes:
+        cfg = load_config("default", ["restore.restorer=osdface", f"restore.weights={folder / 'weights'}",
+                                      f"restore.device={device}", f"restore.dtype={dtype}", "restore.batch_size=2"])
+        restorer = get_restorer(cfg.restore)
+        seen = []
+        restorer.model.prompt.embedding_change.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+        start = time.perf_counter()
+        out = restorer.restore(crops, None)
+        seconds = time.perf_counter() - start
+        diff = (out.cpu() - golden["restored"]).abs()
+        codes = torch.cat(seen).cpu()
+        print(json.dumps({"benchmark": "restorer_golden", "dtype": dtype, "device": _device_name(restorer.device),
+                          "faces": len(crops), "s": round(seconds, 1),
+                          "restored_max_abs_diff": float(f"{diff.max():.3g}"),
+                          "restored_mean_abs_diff": float(f"{diff.mean():.3g}"),
+                          "codes_equal": bool(torch.equal(codes, golden["codes"])),
+                          "codes_max_abs_diff": float(f"{(codes - golden['codes']).abs().max():.3g}")}), flush=True)
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -69,7 +98,12 @@ def main() -> None:
     parser.add_argument("--autotune", action="store_true", help="also report the batch size the auto-tuner picks")
     parser.add_argument("--flops", action="store_true", help="only count FLOPs per face and exit")
     parser.add_argument("--peak-tflops", type=float, default=790.0, help="GPU dense bf16 peak for the limit fraction")
+    parser.add_argument("--golden", type=Path, help="osdface_golden folder: compare fp32 and bf16 with the reference")
     args = parser.parse_args()
+
+    if args.golden:
+        compare_with_golden(args.golden, args.device, ["float32", "bfloat16"] if args.dtype == "auto" else [args.dtype])
+        return
 
     model_name = "osdface-sd21base" if args.full else "osdface-tiny"
     if args.flops:

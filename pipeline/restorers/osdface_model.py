@@ -96,8 +96,8 @@ class OSDFaceModel(nn.Module):
 
     def place(self, device: torch.device, dtype: torch.dtype) -> OSDFaceModel:
         """Everything on `device`, the UNet and VAE in `dtype`, the visual prompt left in the fp32 it was loaded
-        in: its nearest-code choice is discrete, and a bf16 encoder or codebook picks other codes (all 77 of
-        each golden crop moved), which changes the whole face, not the last bits."""
+        in: its nearest-code choice is discrete, and with a bf16 encoder and codebook the golden crops got other
+        codes (by up to 3.5), a different prompt rather than rounding."""
         self.to(device)
         for part in (self.unet, self.vae):
             nn.Module.to(part, dtype=dtype)  # not diffusers' own .to(), which warns about any cast after loading
