@@ -191,3 +191,13 @@ def test_cli_restores_with_each_signature(clip, tmp_path, family, capsys):
                  "--set", "run.report=false"])
     assert code == 0, capsys.readouterr().err
     assert 0.01 < _changed_fraction(clip, out) < 0.5  # the faces were replaced, the rest was not
+
+
+def test_cli_refuses_an_unknown_signature_before_any_work(clip, tmp_path, capsys):
+    write_model(tmp_path / "odd.onnx", size=384)
+    out = tmp_path / "out.mp4"
+    code = main(["restore", str(clip), "-o", str(out), "--restorer", "onnx",
+                 "--set", f"restore.weights={tmp_path / 'odd.onnx'}", "--set", "restore.device=cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "the signature of no face restorer" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.onnx"]

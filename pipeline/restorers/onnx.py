@@ -93,7 +93,8 @@ def check_present(restore_cfg) -> Path:
     if len(found) != 1:
         what = "no .onnx file" if not found else f"{len(found)} .onnx files"
         raise ReelfaceError(f"onnx restorer: {what} in {default_dir()}; put your face restorer there "
-                            "(GFPGAN, CodeFormer, GPEN-BFR or RestoreFormer++ in ONNX) or set restore.weights=/path/model.onnx")
+                            "(GFPGAN, CodeFormer, GPEN-BFR or RestoreFormer++ in ONNX) "
+                            "or set restore.weights=/path/model.onnx")
     return found[0]
 
 
