@@ -30,6 +30,7 @@ from .video import VideoInfo, VideoWriter, choose_pix_fmt, decode, encoder_name,
 
 _MOV_FAMILY = {".mp4", ".m4v", ".mov", ".3gp", ".3g2", ".m4a"}
 _MATROSKA = {".mkv", ".mka", ".mks", ".webm"}
+_NEGATIVE_START = _MATROSKA | {".ts", ".m2ts", ".mts"}
 # libavformat writes its own: the tool that made the file, and the MP4 brands that name the codecs inside.
 _SKIP_METADATA = {"encoder", "major_brand", "minor_version", "compatible_brands"}
 _EVEN_SIZE_ENCODERS = {"libx264", "libx265"}  # refuse odd sizes with subsampled chroma (FFV1 and ProRes do not)
@@ -40,11 +41,11 @@ def container_options(output: Path, time_bases: list[Fraction]) -> dict[str, str
 
     The default (1/1000) moved hamilton.mp4's video by 9 ticks; the video's own denominator alone
     still moved its audio (1/44100) by 4, so take the least common multiple of all of them.
-    Other containers: no shift of every stream when one starts before 0 (AAC's priming packet at
-    -1024 samples moved all of an MP4's frames by 23 ms in Matroska and MPEG-TS).
+    Matroska and MPEG-TS: no shift of every stream when one starts before 0 (AAC's priming packet at
+    -1024 samples moved all of an MP4's frames by 23 ms); both store such a start as it is.
     """
     if output.suffix.lower() not in _MOV_FAMILY:
-        return {"avoid_negative_ts": "disabled"}
+        return {"avoid_negative_ts": "disabled"} if output.suffix.lower() in _NEGATIVE_START else {}
     scale = 1
     for tb in time_bases:
         scale = math.lcm(scale, tb.denominator)

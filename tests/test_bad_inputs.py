@@ -164,6 +164,7 @@ REFUSED = [
     ("attachment-into-mp4", ["restore", "{attachment}", "-o", "{out}/o.mp4", *IDENTITY],
      "cannot hold stream #2 (attachment"),
     ("ref-is-directory", ["restore", "{clip}", "-o", "{out}/o.mp4", "--ref", "ann={out}"], "a directory"),
+    ("h264-into-avi", ["restore", "{other_size}", "-o", "{out}/o.avi", *IDENTITY], "o.avi failed"),
     ("mov-text-into-ts", ["restore", "{clip}", "-o", "{out}/o.ts", *IDENTITY], "into a data stream"),
     # analyze
     ("analyze-preview-is-input", ["analyze", "{clip}", "-o", "{out}/t.json", "--preview", "{clip}"],
