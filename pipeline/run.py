@@ -178,6 +178,7 @@ def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool 
     source, target = Path(input), Path(output)
     info = probe(source)  # input errors (missing, not a video, corrupt) before any output check
     with_faces = make_restorer is not None or needs_faces(cfg.restore)  # a custom restorer may change pixels
+    assembling = False
     check_restore(source, target, info, cfg, overwrite, with_faces=with_faces,
                   custom_restorer=make_restorer is not None)
     preview = cfg.run.preview_seconds
@@ -208,6 +209,7 @@ def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool 
                 trackset, refs, chosen = TrackSet(tracks=[], cuts=[], frame_count=frame_count), {}, {}
             segments = run.render(trackset, refs)
         if preview is None:
+            assembling = True
             mux.assemble(segments, source, target, info)
         else:
             write_side_by_side(source, segments, target, info, frame_count)
@@ -222,6 +224,11 @@ def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool 
     except BaseException as exc:
         if not manifest.finished_anything():
             remove_work_files(folder)  # nothing to resume from
+        elif isinstance(exc, ReelfaceError) and assembling:
+            # the same command would fail the same way; the work dir does not depend on the output's name
+            raise ReelfaceError(f"{exc}. The restored video is kept in {folder}: rerun with another -o (e.g. "
+                                f"{target.with_suffix('.mkv').name}) and --work-dir {folder} to assemble it "
+                                "without redoing the work") from exc
         elif isinstance(exc, ReelfaceError):
             raise ReelfaceError(f"{exc}. What finished is kept in {folder}: rerun the same command to resume") from exc
         raise

@@ -20,6 +20,7 @@ import pytest
 
 from pipeline import synth
 from pipeline.cli import main
+from pipeline.errors import ReelfaceError
 
 
 def _frames(n, size, seed=0):
@@ -359,3 +360,28 @@ def test_a_bug_is_one_line_with_exit_1_unless_debugging(media, tmp_path, capsys,
     monkeypatch.setenv("REELFACE_DEBUG", "1")
     with pytest.raises(RuntimeError, match="stage exploded"):
         main(["probe", str(media["clip"])])
+
+
+def test_a_failed_assembly_says_how_to_reuse_the_work(media, tmp_path, capsys, monkeypatch):
+    """When only the final assembly fails (a container problem the first frames did not show), the same
+    command would fail again: the message says how to assemble the kept work into another container,
+    and doing so redoes none of it."""
+    from pipeline import mux
+
+    real = mux.assemble
+
+    def fails_at_the_end(segments, source, output, info, frame_count=None, *args, **kwargs):
+        if frame_count is None:  # the real assembly, not the rehearsal
+            raise ReelfaceError("the .mp4 container moves stream #9")
+        return real(segments, source, output, info, frame_count, *args, **kwargs)
+
+    monkeypatch.setattr(mux, "assemble", fails_at_the_end)
+    out = tmp_path / "o.mp4"
+    code, err = _run(capsys, ["restore", str(media["clip"]), "-o", str(out), *IDENTITY])
+    work = tmp_path / "o.mp4.work"
+    assert code == 2 and f"--work-dir {work}" in err and "o.mkv" in err and not out.exists(), err
+    monkeypatch.setattr(mux, "assemble", real)
+    code, err = _run(capsys, ["restore", str(media["clip"]), "-o", str(tmp_path / "o.mkv"), "--work-dir", str(work),
+                              *IDENTITY])
+    assert code == 0 and "resum" in err, err  # the kept segments were used
+    assert len(_video_times(tmp_path / "o.mkv")) == 24
