@@ -226,9 +226,9 @@ def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool 
             remove_work_files(folder)  # nothing to resume from
         elif isinstance(exc, ReelfaceError) and assembling:
             # the same command would fail the same way; the work dir does not depend on the output's name
-            raise ReelfaceError(f"{exc}. The restored video is kept in {folder}: rerun with another -o (e.g. "
-                                f"{target.with_suffix('.mkv').name}) and --work-dir {folder} to assemble it "
-                                "without redoing the work") from exc
+            other = target.with_suffix(".mov" if target.suffix == ".mkv" else ".mkv").name
+            raise ReelfaceError(f"{exc}. The restored video is kept in {folder}: rerun with another -o (e.g. {other}) "
+                                f"and --work-dir {folder} to assemble it without redoing the work") from exc
         elif isinstance(exc, ReelfaceError):
             raise ReelfaceError(f"{exc}. What finished is kept in {folder}: rerun the same command to resume") from exc
         raise
