@@ -54,6 +54,40 @@ def transform_points(transforms: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.einsum("nij,npj->npi", m[:, :, :2], points) + m[:, None, :, 2]
 
 
+def compose(transforms: np.ndarray, grid_to_display: np.ndarray) -> np.ndarray:
+    """Display->crop transforms (N,2,3) after a grid->display map (2,3): grid->crop transforms (float64).
+
+    Pictures whose grid is not display space (anamorphic, rotated, one field) are warped into and out of
+    crops by these, so each direction resamples once."""
+    m = np.asarray(transforms, np.float64)
+    g = np.asarray(grid_to_display, np.float64)
+    lin = m[:, :, :2] @ g[:, :2]
+    t = m[:, :, :2] @ g[:, 2] + m[:, :, 2]
+    return np.concatenate([lin, t[..., None]], 2)
+
+
+def shift_origin(transform: np.ndarray, x0: float, y0: float) -> np.ndarray:
+    """The same (2,3) transform for an image that starts at grid pixel (x0, y0)."""
+    m = np.asarray(transform, np.float64).copy()
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
+    return m
+
+
+def crop_box(transform: np.ndarray, size: int, shape: tuple[int, int], margin: int = 0
+             ) -> tuple[int, int, int, int] | None:
+    """Grid pixels (x0, y0, x1, y1) a crop of `size` covers (its corners mapped back, grown by
+    `margin`), clipped to the grid; None when it is all outside."""
+    corners = np.array([[[0, 0], [size, 0], [0, size], [size, size]]], np.float64)
+    pts = transform_points(invert_transforms(np.asarray(transform, np.float64)[None]), corners)[0]
+    h, w = shape
+    x0, y0 = np.floor(pts.min(0)).astype(int) - margin
+    x1, y1 = np.ceil(pts.max(0)).astype(int) + 1 + margin
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x0 >= x1 or y0 >= y1:
+        return None
+    return int(x0), int(y0), int(x1), int(y1)
+
+
 def transform_scale(transforms: np.ndarray) -> np.ndarray:
     """Zoom factor (crop pixels per frame pixel) of each similarity transform."""
     m = np.asarray(transforms, dtype=np.float32)
@@ -89,9 +123,10 @@ def smooth_transforms(transforms: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def warp_faces(frame_rgb: np.ndarray, transforms: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    """Aligned crops (N,size,size,3) uint8 of one frame; borders reflect so restorers see no black edges."""
-    crops = np.empty((len(transforms), size, size, 3), np.uint8)
-    for i, m in enumerate(np.asarray(transforms, dtype=np.float32)):
+    """Aligned crops (N,size,size,3) of one frame, of its dtype (uint8 or float32); borders reflect so
+    restorers see no black edges."""
+    crops = np.empty((len(transforms), size, size, 3), frame_rgb.dtype)
+    for i, m in enumerate(np.asarray(transforms, dtype=np.float64)):
         # Downscaling into the crop (face larger than the crop) needs area averaging, not point samples.
         if transform_scale(m[None])[0] < 0.7:
             crops[i] = _warp_downscaled(frame_rgb, m, size)

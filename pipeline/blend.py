@@ -63,49 +63,35 @@ def face_change(restored: np.ndarray, input_crop: np.ndarray, strength: float, c
     return delta * float(strength)
 
 
-def paste_changes(frame_rgb: np.ndarray, changes: list[tuple[np.ndarray, np.ndarray]], feather: float
-                  ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Frame-space result of every face's (change, transform) in one frame: (rgb uint8, mask float32).
+def paste_changes(geometry, changes: list[tuple[np.ndarray, np.ndarray]], feather: float) -> np.ndarray | None:
+    """The change of every face's (change crop, display->crop transform) in one picture, on its grid:
+    float32 (H, W, 3), zero wherever no face reaches (give it to FrameView.paste). `geometry`
+    (picture.Geometry) maps the picture's grid to display space, where the transforms live.
 
-    Give both to Frame.paste: pixels where the mask is 0 stay as decoded. Overlapping faces share the
-    overlap in proportion to their masks. None when no face reaches the frame.
+    Overlapping faces share the overlap in proportion to their masks: the change is sum(m * d) / sum(m)
+    times the combined mask 1 - prod(1 - m) (one face: m * d). None when no face reaches the picture.
     """
-    h, w = frame_rgb.shape[:2]
+    h, w = geometry.shape
     delta = np.zeros((h, w, 3), np.float32)
     weight = np.zeros((h, w), np.float32)
-    coverage = np.zeros((h, w), np.float32)  # 1 - prod(1 - m): the combined mask
-    mask_crop = align.crop_mask(feather=feather)
+    coverage = np.zeros((h, w), np.float32)
+    masks: dict[int, np.ndarray] = {}
     for change, transform in changes:
-        box = _frame_box(transform, (h, w))
+        size = change.shape[0]
+        m_grid = align.compose(transform[None], geometry.to_display)[0]
+        box = align.crop_box(m_grid, size, (h, w))
         if box is None:
             continue
         x0, y0, x1, y1 = box
-        shifted = transform.astype(np.float32).copy()
         # the warp into the box only: the inverse map samples crop pixels for box pixels
-        shifted[:, 2] += shifted[:, :2] @ np.array([x0, y0], np.float32)
-        m = align.unwarp(mask_crop, shifted, (y1 - y0, x1 - x0))
-        d = align.unwarp(change, shifted, (y1 - y0, x1 - x0), cv2.INTER_CUBIC)
+        shifted = align.shift_origin(m_grid, x0, y0)
+        if size not in masks:
+            masks[size] = align.crop_mask(size, feather=feather)
+        m = align.unwarp(masks[size], shifted, (y1 - y0, x1 - x0))
+        d = align.unwarp(change.astype(np.float32), shifted, (y1 - y0, x1 - x0), cv2.INTER_CUBIC)
         delta[y0:y1, x0:x1] += m[..., None] * d
         weight[y0:y1, x0:x1] += m
         coverage[y0:y1, x0:x1] = 1 - (1 - coverage[y0:y1, x0:x1]) * (1 - m)
     if not coverage.any():
         return None
-    # Frame.paste blends rgb by the mask; dividing here makes the final change exactly sum(m * d) / sum(m)
-    # times coverage (one face: m * d).
-    per_face = delta / np.maximum(weight, 1e-6)[..., None]
-    rgb = np.clip(np.rint(frame_rgb.astype(np.float32) + per_face), 0, 255).astype(np.uint8)
-    return rgb, coverage
-
-
-def _frame_box(transform: np.ndarray, frame_shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """Frame pixels the crop covers (its corners mapped back), clipped to the frame."""
-    size = align.CROP_SIZE
-    corners = np.array([[[0, 0], [size, 0], [0, size], [size, size]]], np.float32)
-    pts = align.transform_points(align.invert_transforms(transform[None]), corners)[0]
-    h, w = frame_shape
-    x0, y0 = np.floor(pts.min(0)).astype(int)
-    x1, y1 = np.ceil(pts.max(0)).astype(int) + 1
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if x0 >= x1 or y0 >= y1:
-        return None
-    return int(x0), int(y0), int(x1), int(y1)
+    return delta / np.maximum(weight, 1e-6)[..., None] * coverage[..., None]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import align, blend
+from .picture import Geometry
 from .restorers.base import crops_to_tensor, tensor_to_crops
 
 MASK_SMOOTH_SIGMA = 1.5  # frames; transforms (hence crops and paste masks) smoothed along each track
@@ -116,16 +117,24 @@ def _record(stats: dict, embedder, run: _Run, crops: np.ndarray, restored: list[
 
 def restore_frames(frames: list, trackset, refs: dict | None, restorer, cfg, stats: dict | None = None,
                    embedder=None) -> None:
-    """Restore every tracked face in `frames` (pipeline.video.Frame objects) through Frame.paste.
+    """Restore every tracked face in `frames` (pipeline.video.Frame objects) in their native planes.
 
-    When `stats` (a dict) is given it collects report.TrackStats per track (identity needs `embedder`,
+    Each frame's pictures (`Frame.views()`: the frame, or each field of an interlaced one, so moving
+    faces never mix two instants) go through the face path one pass per picture. When `stats` (a dict)
+    is given it collects report.TrackStats per track from the first pass (identity needs `embedder`,
     e.g. tracking.embedders.get_embedder(cfg), and the tracks' embeddings)."""
+    for k, views in enumerate(zip(*(frame.views() for frame in frames))):
+        _restore_pictures(list(views), trackset, refs, restorer, cfg, stats if k == 0 else None, embedder)
+
+
+def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, stats: dict | None,
+                      embedder) -> None:
     frames_by_index = {frame.index: frame for frame in frames}
     batch_size = cfg.restore.batch_size or DEFAULT_BATCH
     changes: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
     for run in _runs(frames_by_index, trackset):
         transforms = np.stack(run.transforms)
-        crops = np.stack([align.warp_faces(frames_by_index[i].rgb, transforms[k:k + 1])[0]
+        crops = np.stack([frames_by_index[i].face_crops(transforms[k:k + 1])[0]
                           for k, i in enumerate(run.frame_indices)])
         track_refs = refs.get(run.track.track_id) if refs else None
         restored = restore_run(crops, track_refs, restorer, batch_size)
@@ -137,13 +146,14 @@ def restore_frames(frames: list, trackset, refs: dict | None, restorer, cfg, sta
             changes.setdefault(index, []).append((change, transforms[k]))
     for index, face_changes in changes.items():
         frame = frames_by_index[index]
-        pasted = blend.paste_changes(frame.rgb, face_changes, cfg.blend.feather)
-        if pasted is not None:
-            frame.paste(*pasted)
+        delta = blend.paste_changes(frame.geometry, face_changes, cfg.blend.feather)
+        if delta is not None:
+            frame.paste(delta)
 
 
 class ArrayFrame:
-    """A frame held as an RGB array, with the same `.index`, `.rgb` and `.paste` as pipeline.video.Frame.
+    """A frame held as an 8-bit RGB array in display space, its own one picture, with the face path's
+    `.index`, `.views()`, `.geometry`, `.face_crops` and `.paste` of pipeline.video's Frame and FrameView.
 
     For evaluation on generated clips and for tests: restore_frames runs on it without any video I/O.
     """
@@ -151,8 +161,14 @@ class ArrayFrame:
     def __init__(self, index: int, rgb: np.ndarray):
         self.index = index
         self.rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+        h, w = self.rgb.shape[:2]
+        self.geometry = Geometry(shape=(h, w), to_display=np.eye(2, 3), display_shape=(h, w))
 
-    def paste(self, rgb: np.ndarray, mask: np.ndarray) -> None:
-        m = mask.astype(np.float32)[..., None]
-        blended = self.rgb + m * (rgb.astype(np.float32) - self.rgb)
-        self.rgb = np.where(m > 0, np.rint(blended), self.rgb).astype(np.uint8)
+    def views(self) -> list["ArrayFrame"]:
+        return [self]
+
+    def face_crops(self, transforms: np.ndarray, size: int = align.CROP_SIZE) -> np.ndarray:
+        return align.warp_faces(self.rgb.astype(np.float32), transforms, size)
+
+    def paste(self, delta: np.ndarray) -> None:
+        self.rgb = np.clip(np.rint(self.rgb + delta), 0, 255).astype(np.uint8)

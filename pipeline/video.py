@@ -18,7 +18,9 @@ from typing import Any
 import av
 import numpy as np
 
+from . import align
 from .errors import ReelfaceError
+from .picture import TRANSFER_NAMES, Geometry, colour_for, display_geometry
 
 # FFmpeg's names for the AVCOL_* values (the ones ffprobe prints), for probe output and messages.
 PRIMARIES = {1: "bt709", 2: "unknown", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m",
@@ -30,6 +32,9 @@ TRANSFERS = {1: "bt709", 2: "unknown", 4: "gamma22", 5: "gamma28", 6: "smpte170m
 MATRICES = {0: "gbr", 1: "bt709", 2: "unknown", 4: "fcc", 5: "bt470bg", 6: "smpte170m",
             7: "smpte240m", 8: "ycgco", 9: "bt2020nc", 10: "bt2020c"}
 RANGES = {0: "unknown", 1: "tv", 2: "pc"}
+FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}  # AVFieldOrder
+# the field shown first: top for tt and bt (bottom coded first, top displayed first), else bottom
+_FIRST_FIELD = {"tt": 0, "bt": 0, "bb": 1, "tb": 1}
 
 # AVCOL_SPC_* -> swscale's matrix constant (SWS_CS_*); unknown matrices use swscale's default (BT.601)
 # in both directions, so RGB -> native -> RGB stays consistent.
@@ -65,11 +70,32 @@ class VideoInfo:
     chapters: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
     display_matrix: list[int] | None = None  # the raw 3x3 matrix (rotation and flips), copied to the output
+    field_order: str = "progressive"  # FIELD_ORDERS name: tt/bb/tb/bt are interlaced
+
+    @property
+    def interlaced(self) -> bool:
+        return self.field_order in _FIRST_FIELD
+
+    @property
+    def fields(self) -> tuple[int | None, ...]:
+        """The pictures the face path works on per frame: (None,) the frame; (0, 1) or (1, 0) its fields,
+        the one shown first first."""
+        if not self.interlaced:
+            return (None,)
+        first = _FIRST_FIELD[self.field_order]
+        return (first, 1 - first)
+
+    @property
+    def dar(self) -> Fraction:
+        """Display aspect ratio of the stored frame (before rotation)."""
+        return Fraction(self.width, self.height) * (self.sar or 1)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able: fractions as 'num/den' strings, colour tags by FFmpeg name."""
+        """JSON-able: fractions as 'num/den' strings, colour tags by FFmpeg name, DAR and HDR added."""
         data = asdict(self)
-        for key in ("sar", "time_base", "average_rate"):
+        data["dar"] = self.dar
+        data["hdr"] = TRANSFER_NAMES.get(self.color_trc)  # PQ, HLG or None (SDR)
+        for key in ("sar", "dar", "time_base", "average_rate"):
             data[key] = None if data[key] is None else f"{data[key].numerator}/{data[key].denominator}"
         data["color_primaries"] = PRIMARIES.get(self.color_primaries, str(self.color_primaries))
         data["color_trc"] = TRANSFERS.get(self.color_trc, str(self.color_trc))
@@ -233,7 +259,10 @@ def _probe_cached(path: str, _mtime_ns: int, _size: int) -> VideoInfo:
         sar = stream.sample_aspect_ratio or None
         codec = cc.name
         video_index = stream.index
+        field_order = FIELD_ORDERS.get(cc.field_order, "unknown")
     first = _first_frame(path)
+    if field_order in ("unknown", "progressive") and first.interlaced_frame:
+        field_order = "tt"  # flagged interlaced without an order: top first, the common order
     steps = np.diff(pts) if len(pts) > 1 else np.array([0])
     last = int(np.median(steps)) if len(pts) > 1 else (durations[-1] if durations else 0)
     if average_rate is None and len(pts) > 1:
@@ -250,7 +279,8 @@ def _probe_cached(path: str, _mtime_ns: int, _size: int) -> VideoInfo:
         # one tick of slack: containers with a coarse clock (mkv, 1 ms) round a constant rate
         is_vfr=bool(steps.max() - steps.min() > 1),
         start_time=float(pts[0] * time_base), duration=float((pts[-1] - pts[0] + last) * time_base),
-        streams=streams, chapters=chapters, metadata=metadata)
+        streams=streams, chapters=chapters, metadata=metadata,
+        field_order="progressive" if field_order == "unknown" else field_order)
 
 
 def rgb_conversions(info: VideoInfo, fmt: av.VideoFormat) -> tuple[dict, dict]:
@@ -271,16 +301,19 @@ def rgb_conversions(info: VideoInfo, fmt: av.VideoFormat) -> tuple[dict, dict]:
 
 
 class Frame:
-    """One decoded video frame: its index and pts, RGB on demand, and paste-back into native planes."""
+    """One decoded video frame: its index and pts, its native planes, the pictures the face path works on
+    (`views()`: the frame, or each field of an interlaced frame) and an 8-bit display picture (`rgb`)."""
 
-    __slots__ = ("index", "pts", "_frame", "_rgb", "_to_rgb", "_from_rgb", "pasted")
+    __slots__ = ("index", "pts", "_frame", "_rgb", "_info", "_colour", "pasted")
 
     def __init__(self, index: int, pts: int, frame: av.VideoFrame, info: VideoInfo):
         self.index = index
         self.pts = pts
         self._frame = frame
         self._rgb: np.ndarray | None = None
-        self._to_rgb, self._from_rgb = rgb_conversions(info, frame.format)
+        self._info = info
+        self._colour = _colour(frame.format.name, info.colorspace, info.color_range, info.color_trc,
+                               info.color_primaries)
         self.pasted = False
 
     @property
@@ -294,84 +327,110 @@ class Frame:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(height, width) as stored."""
         return self._frame.height, self._frame.width
+
+    def views(self) -> list["FrameView"]:
+        return [FrameView(self, field) for field in self._info.fields]
 
     @property
     def rgb(self) -> np.ndarray:
-        """uint8 (H, W, 3) RGB, converted with the source's matrix and range (cached; read-only)."""
+        """uint8 (H, W, 3) RGB as a viewer sees it: upright, square pixels, the first field of an
+        interlaced frame, HDR in the SDR working space (cached; read-only). Faces are found in it."""
         if self._rgb is None:
-            if self._frame.format.name == "rgb24":
-                rgb = self._frame.to_ndarray()
-            else:
-                rgb = self._frame.reformat(format="rgb24", **self._to_rgb).to_ndarray()
+            view = FrameView(self, self._info.fields[0])
+            picture = view.geometry.display(view.working((0, view.geometry.shape[0], 0, view.geometry.shape[1])))
+            rgb = np.clip(np.rint(picture), 0, 255).astype(np.uint8)
             rgb.flags.writeable = False
             self._rgb = rgb
         return self._rgb
 
-    def paste(self, rgb: np.ndarray, mask: np.ndarray) -> None:
-        """Blend `rgb` (H, W, 3 uint8) over the frame where `mask` (H, W, 0..1) > 0, in native planes.
 
-        Samples whose mask is 0 keep their decoded value exactly (luma per pixel; a chroma sample
-        changes if any pixel it covers has mask > 0). Only the mask's bounding box is converted.
-        """
-        height, width = self.shape
-        if rgb.shape != (height, width, 3) or mask.shape != (height, width):
-            raise ValueError(f"paste needs rgb {(height, width, 3)} and mask {(height, width)}, "
-                             f"got {rgb.shape} and {mask.shape}")
-        box = _mask_box(mask, self._frame)
+@functools.lru_cache(maxsize=32)
+def _colour(pix_fmt: str, colorspace: int, color_range: int, transfer: int, primaries: int):
+    fmt = av.VideoFormat(pix_fmt, 16, 16)
+    return colour_for(fmt, _bit_depth(fmt), colorspace, color_range, transfer, primaries)
+
+
+_geometry = functools.lru_cache(maxsize=32)(display_geometry)
+
+CROP_MARGIN = 4  # grid pixels converted around a crop's footprint (bicubic taps, chroma interpolation)
+
+
+class FrameView:
+    """One picture of a frame in the face path: the whole frame, or one field (every other row) of an
+    interlaced one. Crops come from its native planes at full precision through one warp from its grid
+    (`geometry`: grid -> display space) into the crop; changes go back into the same native samples."""
+
+    __slots__ = ("frame", "field", "geometry")
+
+    def __init__(self, frame: Frame, field: int | None):
+        self.frame = frame
+        self.field = field
+        info = frame._info
+        self.geometry: Geometry = _geometry(frame.shape, info.rotation, info.sar, field)
+
+    @property
+    def index(self) -> int:
+        return self.frame.index
+
+    def _planes(self) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+        """Writable views of the colour planes of this picture and each plane's subsampling factors."""
+        native = self.frame._frame
+        fmt = native.format
+        colour_planes = sorted({c.plane for c in fmt.components if not c.is_alpha})
+        planes = [_plane_view(native, i) for i in colour_planes]
+        if self.field is not None:
+            planes = [p[self.field::2] for p in planes]
+        h, w = planes[0].shape[:2]
+        return planes, [(-(-h // p.shape[0]), -(-w // p.shape[1])) for p in planes]
+
+    def _region(self, box: tuple[int, int, int, int]) -> tuple[list[np.ndarray], list[tuple[int, int]],
+                                                                 tuple[int, int, int, int]]:
+        """The planes' samples covering luma box (y0, y1, x0, x1), grown to whole chroma samples."""
+        planes, factors = self._planes()
+        fy = max(f[0] for f in factors)
+        fx = max(f[1] for f in factors)
+        h, w = planes[0].shape[:2]
+        y0, y1, x0, x1 = box
+        y0, x0 = y0 // fy * fy, x0 // fx * fx
+        y1, x1 = min(h, -(-y1 // fy) * fy), min(w, -(-x1 // fx) * fx)
+        region = [p[y0 // a:-(-y1 // a), x0 // b:-(-x1 // b)] for p, (a, b) in zip(planes, factors)]
+        return region, factors, (y0, y1, x0, x1)
+
+    def working(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        """Float32 working-space RGB (0..255, not clipped) of the luma box (y0, y1, x0, x1) of the grid."""
+        region, factors, (y0, y1, x0, x1) = self._region(box)
+        rgb = self.frame._colour.to_working(region, factors)
+        return rgb[box[0] - y0:box[1] - y0, box[2] - x0:box[3] - x0]
+
+    def face_crops(self, transforms: np.ndarray, size: int = align.CROP_SIZE) -> np.ndarray:
+        """Aligned crops (N, size, size, 3) float32 in 0..255 for display->crop transforms (N, 2, 3)."""
+        h, w = self.geometry.shape
+        crops = np.empty((len(transforms), size, size, 3), np.float32)
+        for k, m in enumerate(align.compose(transforms, self.geometry.to_display)):
+            box = align.crop_box(m, size, (h, w), CROP_MARGIN)
+            if box is None:  # the crop is all outside the picture: nothing there to restore
+                crops[k] = 0
+                continue
+            x0, y0, x1, y1 = box
+            region = self.working((y0, y1, x0, x1))
+            crops[k] = align.warp_faces(region, align.shift_origin(m, x0, y0)[None], size)[0]
+        return np.clip(crops, 0, 255)
+
+    def paste(self, delta: np.ndarray) -> None:
+        """Add a change (grid H, W, 3 float, working space 0..255) to the native samples; samples whose
+        change is zero are not written (a zero change writes nothing, at any bit depth)."""
+        if delta.shape != (*self.geometry.shape, 3):
+            raise ValueError(f"paste needs a change shaped {(*self.geometry.shape, 3)}, got {delta.shape}")
+        box = align.mask_box(np.any(delta != 0, axis=-1))
         if box is None:
             return
-        y0, y1, x0, x1 = box
-        patch = np.ascontiguousarray(rgb[y0:y1, x0:x1], dtype=np.uint8)
-        fmt = self._frame.format
-        if fmt.name == "rgb24":
-            new_planes = [patch]
-        else:
-            new = av.VideoFrame.from_ndarray(patch, format="rgb24").reformat(format=fmt.name, **self._from_rgb)
-            # the alpha plane (yuva*) keeps the source's transparency
-            alpha = {c.plane for c in fmt.components if c.is_alpha}
-            new_planes = [None if i in alpha else _plane_view(new, i) for i in range(len(new.planes))]
-        self._frame.make_writable()  # copies the decoder's buffer if it is still referenced
-        sub_mask = mask[y0:y1, x0:x1].astype(np.float32)
-        for i, plane_new in enumerate(new_planes):
-            if plane_new is None:
-                continue
-            target = _plane_view(self._frame, i)
-            fy = -(-height // target.shape[0])
-            fx = -(-width // target.shape[1])
-            region = target[y0 // fy:(y0 // fy) + plane_new.shape[0], x0 // fx:(x0 // fx) + plane_new.shape[1]]
-            plane_mask = _downsample(sub_mask, fy, fx)[: region.shape[0], : region.shape[1]]
-            if region.ndim == 3:
-                plane_mask = plane_mask[..., None]
-            old = region.astype(np.float32)
-            blended = old + plane_mask * (plane_new[: region.shape[0], : region.shape[1]] - old)
-            region[...] = np.where(plane_mask > 0, np.rint(blended), old).astype(region.dtype)
-        self._rgb = None
-        self.pasted = True
-
-
-def _mask_box(mask: np.ndarray, frame: av.VideoFrame) -> tuple[int, int, int, int] | None:
-    """Bounding box of mask > 0, grown to the chroma grid so every plane's region is whole samples."""
-    rows = np.flatnonzero(mask.max(axis=1) > 0)
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.max(axis=0) > 0)
-    height, width = mask.shape
-    fy = max(-(-height // p.height) for p in frame.planes)
-    fx = max(-(-width // p.width) for p in frame.planes)
-    y0, x0 = rows[0] // fy * fy, cols[0] // fx * fx
-    y1 = min(height, -(-(rows[-1] + 1) // fy) * fy)
-    x1 = min(width, -(-(cols[-1] + 1) // fx) * fx)
-    return int(y0), int(y1), int(x0), int(x1)
-
-
-def _downsample(mask: np.ndarray, fy: int, fx: int) -> np.ndarray:
-    """Area average over fy x fx blocks (edge rows/cols padded), the chroma plane's view of the mask."""
-    if fy == 1 and fx == 1:
-        return mask
-    h, w = mask.shape
-    padded = np.pad(mask, ((0, (-h) % fy), (0, (-w) % fx)), mode="edge")
-    return padded.reshape(padded.shape[0] // fy, fy, padded.shape[1] // fx, fx).mean(axis=(1, 3))
+        self.frame._frame.make_writable()  # copies the decoder's buffer if it is still referenced
+        region, factors, (y0, y1, x0, x1) = self._region((box[1], box[3], box[0], box[2]))
+        if self.frame._colour.add_change(region, factors, delta[y0:y1, x0:x1]):
+            self.frame._rgb = None
+            self.frame.pasted = True
 
 
 # Pixel formats whose samples are not one component per plane (or are big-endian) are converted at

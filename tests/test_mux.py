@@ -130,7 +130,7 @@ def test_segments_joined_and_pasted_frames_only_change_inside_mask(clips, tmp_pa
         with VideoWriter(seg, info, _cfg("encode.codec=ffv1").encode) as writer:
             for frame in decode(src, start, stop):
                 if frame.index == 4:
-                    frame.paste(np.full((41, 67, 3), 255, np.uint8), mask)
+                    frame.views()[0].paste(mask[..., None] * np.full((41, 67, 3), 255, np.float32))
                 writer.write(frame)
     out = tmp_path / "joined.mkv"
     mux.assemble(segments, Path(src), out, info)

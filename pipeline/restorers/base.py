@@ -36,7 +36,7 @@ class Restorer(Protocol):
 def crops_to_tensor(crops) -> torch.Tensor:
     """uint8 RGB crops (N, H, W, 3), an array or a list, -> float (N, 3, H, W) in [0, 1]: the one way
     from the CPU side to the model side."""
-    return torch.from_numpy(np.asarray(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+    return torch.from_numpy(np.asarray(crops)).permute(0, 3, 1, 2).float().div(255.0)  # never in place: float crops are the caller's
 
 
 def tensor_to_crops(batch: torch.Tensor) -> np.ndarray:
