@@ -72,6 +72,7 @@ class RestoreConfig:
     vae_tiling: bool = False  # osdface: VAE on 256 px tiles (less GPU memory, faint seams possible)
     vae_slicing: bool = False  # osdface: VAE one face at a time (less GPU memory, slower)
     fidelity: float = 0.5  # onnx: value of a model's scalar input such as CodeFormer's fidelity weight w
+    hdr: str = "convert"  # PQ/HLG faces: convert (to the SDR working space and back exactly) | refuse
 
 
 @dataclass
@@ -133,6 +134,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "detect.backend": ("retinaface", "scrfd"),
     "track.embedder": ("dlib", "arcface"),
     "restore.dtype": ("auto", "float32", "float16", "bfloat16"),
+    "restore.hdr": ("convert", "refuse"),
     "run.executor": ("local", "ray"),
 }
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")

@@ -332,7 +332,7 @@ def rehearse(source: Path, output: Path | None, info: VideoInfo, encode_cfg, seg
 
 
 def _set_video_tags(stream, info: VideoInfo) -> None:
-    """Time base, colour tags, aspect and display matrix of the source on the new video stream."""
+    """Time base, colour tags, aspect, field order and display matrix of the source on the new video stream."""
     stream.time_base = info.time_base
     cc = stream.codec_context
     cc.color_primaries, cc.color_trc = info.color_primaries, info.color_trc
@@ -341,5 +341,6 @@ def _set_video_tags(stream, info: VideoInfo) -> None:
         cc.sample_aspect_ratio = info.sar
     if info.average_rate:  # the rate a timecode track counts in (the encoder's is 1 / time base)
         cc.framerate = info.average_rate
+    cc.field_order = info.field_order_code
     if info.display_matrix:
         stream.set_display_matrix(info.display_matrix)

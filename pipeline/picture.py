@@ -290,3 +290,24 @@ def display_geometry(frame_shape: tuple[int, int], rotation: int, sar, field: in
         m = _affine(np.array([[0.0, 1, 0], [-1, 0, frame_w - 1]])) @ m
         frame_h, frame_w = frame_w, frame_h
     return Geometry(shape=shape, to_display=m[:2], display_shape=(frame_h, frame_w))
+
+
+def describe(info) -> dict[str, str]:
+    """What the face path did about precision, HDR, pixel aspect, fields and rotation (for the report)."""
+    sar = info.sar or 1
+    fields = {"tt": "top", "bt": "top", "bb": "bottom", "tb": "bottom"}
+    return {
+        "precision": f"{info.bit_depth}-bit {info.pix_fmt}: float face crops from the native planes, only "
+                     "changed samples written back",
+        "hdr": (f"{TRANSFER_NAMES[info.color_trc]}: faces restored in the SDR working space (BT.709, gamma "
+                f"{SDR_GAMMA}, reference white at 255) and converted back exactly; colour tags kept"
+                if info.color_trc in TRANSFER_NAMES else "SDR: faces restored as decoded"),
+        "pixel_aspect": (f"SAR {sar}: faces aligned, restored and pasted in square pixels, written back on the "
+                         "stored grid" if sar != 1 else "square pixels"),
+        "fields": (f"interlaced ({info.field_order}, {fields[info.field_order]} field first): each field "
+                   "restored on its own and written back into its own rows; field order kept"
+                   if info.field_order in fields else "progressive"),
+        "rotation": (f"stored turned, shown rotated {info.rotation} degrees: faces found and aligned upright, "
+                     "written back in the stored orientation; display matrix kept"
+                     if info.rotation else "none"),
+    }

@@ -13,6 +13,7 @@ from pathlib import Path
 from .config import Config
 from .errors import ReelfaceError
 from .outputs import check_folder, check_outputs
+from .picture import check_transfer
 from .video import VideoInfo, check_one_size, segment_suffix
 
 
@@ -31,6 +32,8 @@ def check_restore(source: Path, target: Path, info: VideoInfo, cfg: Config, over
     check_one_size(source, info)
     if with_faces and photos:
         check_photos(photos, cfg)
+    if with_faces:
+        check_transfer(info.color_trc, cfg.restore.hdr)
     if not custom_restorer:
         from .restorers.registry import check_restorer
 

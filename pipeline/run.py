@@ -31,6 +31,7 @@ from workers.chunks import MANIFEST_NAME, Chunk, Manifest, input_identity, plan_
 from . import mux
 from .config import Config
 from .errors import ReelfaceError
+from .picture import describe
 from .outputs import written
 from .preflight import check_restore
 from .restorers.registry import needs_faces
@@ -219,6 +220,7 @@ def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool 
             write_report(target, {"input": str(source), "output": str(target), "restorer": cfg.restore.restorer,
                                   "strength": cfg.blend.strength, "frames": frame_count, "preview": preview,
                                   "shots": len(trackset.cuts) + 1, "persons": len(trackset.person_ids),
+                                  "picture": describe(info),
                                   "config_digest": cfg.digest(), "config": cfg.to_dict()},
                          collect_stats(manifest, plan), chosen, refs)
     except BaseException as exc:

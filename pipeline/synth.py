@@ -4,8 +4,9 @@
 - `degrade`: the fixed degradation (blur, 2x down/up, noise, JPEG), seeded and deterministic.
 - `compose_faces`: several face images moved over backgrounds along given paths, with occluders and
   hard cuts; returns the frames and each face's ground-truth box per frame (for tracking tests).
-- `write_clip`: frames to a file with chosen timestamps (VFR), pixel format (10-bit), colour tags,
-  rotation, and optionally audio tracks, a subtitle track, chapters and container metadata.
+- `write_clip`: frames to a file with chosen timestamps (VFR), pixel format (10-bit), colour tags (HDR),
+  rotation, sample aspect ratio, field order (`interlace` weaves field-rate pictures), and optionally
+  audio tracks, a subtitle track, chapters and container metadata.
 """
 
 from __future__ import annotations
@@ -181,6 +182,8 @@ class ClipSpec:
     time_base: Fraction = Fraction(1, 30)
     pts: list[int] | None = None
     rotation: int = 0  # degrees counter-clockwise, as VideoInfo.rotation reads it back
+    sar: Fraction | None = None  # sample aspect ratio (anamorphic: e.g. 32/27 for 16:9 NTSC DV)
+    field_order: int = 0  # AVFieldOrder: 2 top field first, 3 bottom first (frames from `interlace`)
     color: tuple[int, int, int, int] = (1, 1, 1, 1)  # primaries, trc, matrix, range (AVCOL_*): BT.709 tv
     audio: list[AudioTrack] = field(default_factory=list)
     subtitles: list[tuple[float, float, str]] = field(default_factory=list)  # (start s, end s, text)
@@ -209,9 +212,15 @@ def _write_video(path: Path, frames: Iterable[np.ndarray], spec: ClipSpec) -> fl
     first = next(frames)
     pts = spec.pts if spec.pts is not None else itertools.count()
     with av.open(str(path), "w", container_options=options) as out:
-        stream = out.add_stream(spec.codec, options=dict(spec.options) if spec.codec in ("libx264", "libx265")
-                                else {})
+        options = dict(spec.options) if spec.codec in ("libx264", "libx265") else {}
+        if spec.codec == "libx264" and spec.field_order in (2, 3):
+            options.update({"flags": "+ildct+ilme", "x264-params": "tff=1" if spec.field_order == 2 else "bff=1"})
+        stream = out.add_stream(spec.codec, options=options)
         cc = stream.codec_context
+        if spec.sar:
+            cc.sample_aspect_ratio = spec.sar
+        if spec.field_order:
+            cc.field_order = spec.field_order
         cc.width, cc.height, cc.pix_fmt = first.shape[1], first.shape[0], spec.pix_fmt
         cc.time_base = stream.time_base = spec.time_base
         if spec.pts is not None and len(spec.pts) > 1:
@@ -232,6 +241,17 @@ def _write_video(path: Path, frames: Iterable[np.ndarray], spec: ClipSpec) -> fl
             step, last = ts - last, ts
         out.mux(stream.encode(None))
     return float((last + max(step, 1)) * spec.time_base)
+
+
+def interlace(pictures: list[np.ndarray], top_first: bool = True) -> list[np.ndarray]:
+    """Frames of an interlaced clip from pictures at the field rate: frame k weaves pictures 2k and
+    2k + 1, the first of them in the field shown first (rows 0, 2, .. when top_first)."""
+    frames = []
+    for first, second in zip(pictures[0::2], pictures[1::2]):
+        frame = np.array(second)
+        frame[(0 if top_first else 1)::2] = first[(0 if top_first else 1)::2]
+        frames.append(frame)
+    return frames
 
 
 def _add_extras(video: Path, path: Path, spec: ClipSpec, duration: float, tmp: Path) -> None:

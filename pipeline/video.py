@@ -86,6 +86,11 @@ class VideoInfo:
         return (first, 1 - first)
 
     @property
+    def field_order_code(self) -> int:
+        """The AVFieldOrder value (what encoders and muxers take)."""
+        return {name: code for code, name in FIELD_ORDERS.items()}[self.field_order]
+
+    @property
     def dar(self) -> Fraction:
         """Display aspect ratio of the stored frame (before rotation)."""
         return Fraction(self.width, self.height) * (self.sar or 1)
@@ -610,9 +615,10 @@ class VideoWriter:
         options = {"movie_timescale": str(info.time_base.denominator)} \
             if self.path.suffix.lower() in (".mp4", ".mov") else {}
         self._container = av.open(str(self.path), "w", container_options=options)
+        codec = encoder_name(encode_cfg.codec)
+        options = {**_CODEC_OPTIONS.get(codec, lambda c: {})(encode_cfg), **_interlace_options(codec, info)}
         try:
-            stream = self._container.add_stream(encoder_name(encode_cfg.codec),
-                                                options=_CODEC_OPTIONS.get(encoder_name(encode_cfg.codec), lambda c: {})(encode_cfg))
+            stream = self._container.add_stream(codec, options=options)
             cc = stream.codec_context
             cc.width, cc.height, cc.pix_fmt = info.width, info.height, self.pix_fmt
             cc.time_base = info.time_base
@@ -621,6 +627,8 @@ class VideoWriter:
                 cc.framerate = info.average_rate  # a hint for rate control; pts decide the timing
             if info.sar:
                 cc.sample_aspect_ratio = info.sar
+            if info.interlaced:
+                cc.field_order = info.field_order_code
             cc.color_primaries, cc.color_trc = info.color_primaries, info.color_trc
             cc.colorspace, cc.color_range = info.colorspace, info.color_range
             cc.thread_type = "AUTO"
@@ -663,6 +671,13 @@ class VideoWriter:
         for packet in self._stream.encode(None):
             self._container.mux(packet)
         self._container.close()
+
+
+def _interlace_options(codec: str, info: VideoInfo) -> dict[str, str]:
+    """x264 codes interlaced frames as fields only when told, and only then flags them so."""
+    if codec != "libx264" or not info.interlaced:
+        return {}
+    return {"flags": "+ildct+ilme", "x264-params": "tff=1" if info.fields[0] == 0 else "bff=1"}
 
 
 def encoder_name(codec: str) -> str:
