@@ -112,7 +112,7 @@ def test_ten_bit_round_trip_of_the_identity_restorer(ten_bit):
 
 def test_ten_bit_keeps_a_change_smaller_than_one_8bit_level(ten_bit):
     """A restorer change of 0.75 of an 8-bit level is 2.58 10-bit luma levels: every face sample moves by
-    it rounded, 3 (an 8-bit face path can only move luma by multiples of 4 there)."""
+    it rounded, 3 (a face path through 8-bit RGB adds up to +-1.7 levels of quantisation error)."""
     src, trackset = ten_bit
     before = [f.planes()[0] for f in decode(src)]
     frames = list(decode(src))
@@ -248,7 +248,8 @@ def test_interlaced_faces_do_not_comb(interlaced):
             shift, _ = cv2.phaseCorrelate(a[p::2], b[p::2])
             own = np.abs(b[p::2] - a[p::2]).mean()
             other = np.abs(b[p::2] - a[1 - p::2]).mean()
-            assert abs(shift[0]) < 0.3 and own < 0.6 * other, (k, p, shift, own, other)
+            # mixed fields measured 0.30 px and own ~ other; kept fields 0.05 px and own ~ other / 2
+            assert abs(shift[0]) < 0.15 and own < 0.6 * other, (k, p, shift, own, other)
 
 
 def test_interlaced_restore_keeps_field_order_and_frames(interlaced, tmp_path):
