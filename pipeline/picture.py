@@ -240,6 +240,10 @@ def colour_for(fmt, bits: int, colorspace: int, color_range: int, transfer: int,
 
 # -- geometry -------------------------------------------------------------------------------------------
 
+# SARs this close to 1 come from rounding after a crop (389/388 on a real clip): resampling for them
+# would soften every face more than the 1-pixel aspect error it corrects
+SQUARE_TOLERANCE = 0.01
+
 @dataclass(frozen=True)
 class Geometry:
     """A picture grid of `shape` (h, w) and the affine map (2x3) of its pixel centres into display space."""
@@ -280,7 +284,7 @@ def display_geometry(frame_shape: tuple[int, int], rotation: int, sar, field: in
         shape = (len(range(field, frame_h, 2)), frame_w)
         m = _affine(np.array([[1.0, 0, 0], [0, 2.0, field]]))
     ratio = float(sar) if sar else 1.0
-    if ratio > 0 and abs(ratio - 1.0) > 1e-6:
+    if ratio > 0 and abs(ratio - 1.0) > SQUARE_TOLERANCE:
         new_w, new_h = (int(round(frame_w * ratio)), frame_h) if ratio > 1 else (frame_w, int(round(frame_h / ratio)))
         sx, sy = new_w / frame_w, new_h / frame_h  # pixel centres: x' + 0.5 = (x + 0.5) * s
         m = _affine(np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]])) @ m
@@ -303,7 +307,7 @@ def describe(info) -> dict[str, str]:
                 f"{SDR_GAMMA}, reference white at 255) and converted back exactly; colour tags kept"
                 if info.color_trc in TRANSFER_NAMES else "SDR: faces restored as decoded"),
         "pixel_aspect": (f"SAR {sar}: faces aligned, restored and pasted in square pixels, written back on the "
-                         "stored grid" if sar != 1 else "square pixels"),
+                         "stored grid" if abs(float(sar) - 1) > SQUARE_TOLERANCE else "square pixels"),
         "fields": (f"interlaced ({info.field_order}, {fields[info.field_order]} field first): each field "
                    "restored on its own and written back into its own rows; field order kept"
                    if info.field_order in fields else "progressive"),

@@ -309,7 +309,7 @@ class Frame:
     """One decoded video frame: its index and pts, its native planes, the pictures the face path works on
     (`views()`: the frame, or each field of an interlaced frame) and an 8-bit display picture (`rgb`)."""
 
-    __slots__ = ("index", "pts", "_frame", "_rgb", "_info", "_colour", "pasted")
+    __slots__ = ("index", "pts", "_frame", "_rgb", "_info", "_colour", "_to_rgb", "pasted")
 
     def __init__(self, index: int, pts: int, frame: av.VideoFrame, info: VideoInfo):
         self.index = index
@@ -319,6 +319,7 @@ class Frame:
         self._info = info
         self._colour = _colour(frame.format.name, info.colorspace, info.color_range, info.color_trc,
                                info.color_primaries)
+        self._to_rgb = rgb_conversions(info, frame.format)[0]
         self.pasted = False
 
     @property
@@ -344,8 +345,15 @@ class Frame:
         interlaced frame, HDR in the SDR working space (cached; read-only). Faces are found in it."""
         if self._rgb is None:
             view = FrameView(self, self._info.fields[0])
-            picture = view.geometry.display(view.working((0, view.geometry.shape[0], 0, view.geometry.shape[1])))
-            rgb = np.clip(np.rint(picture), 0, 255).astype(np.uint8)
+            if self._colour.is_hdr:  # swscale cannot tone-map: faces would be found in dim PQ/HLG codes
+                picture = np.clip(np.rint(view.working((0, view.geometry.shape[0], 0, view.geometry.shape[1]))),
+                                  0, 255).astype(np.uint8)
+            else:  # swscale: fast, and exactly the picture detection was tuned on
+                picture = self._frame.to_ndarray() if self._frame.format.name == "rgb24" else \
+                    self._frame.reformat(format="rgb24", **self._to_rgb).to_ndarray()
+                if view.field is not None:
+                    picture = picture[view.field::2]
+            rgb = np.ascontiguousarray(view.geometry.display(picture))
             rgb.flags.writeable = False
             self._rgb = rgb
         return self._rgb
