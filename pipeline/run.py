@@ -31,8 +31,8 @@ from workers.chunks import MANIFEST_NAME, Chunk, Manifest, input_identity, plan_
 from . import mux
 from .config import Config
 from .errors import ReelfaceError
-from .picture import describe
 from .outputs import written
+from .picture import describe
 from .preflight import check_restore
 from .restorers.registry import needs_faces
 from .stages import LocalExecutor, default_restorer_factory, references_stage, tracks_stage
