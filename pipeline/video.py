@@ -91,6 +91,12 @@ class VideoInfo:
         return {name: code for code, name in FIELD_ORDERS.items()}[self.field_order]
 
     @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) of the pictures faces are found in: upright, square pixels."""
+        h, w = display_geometry((self.height, self.width), self.rotation, self.sar, None).display_shape
+        return w, h
+
+    @property
     def dar(self) -> Fraction:
         """Display aspect ratio of the stored frame (before rotation)."""
         return Fraction(self.width, self.height) * (self.sar or 1)

@@ -184,11 +184,11 @@ def test_anamorphic_faces_are_aligned_round(face, tmp_path):
     stored_w = int(round(SIZE / sar))
     # one column of padding: x264 needs an even width (the display width becomes 161, 0.1 % off)
     squeezed = [np.pad(cv2.resize(f, (stored_w, SIZE), interpolation=cv2.INTER_AREA), ((0, 0), (0, 1), (0, 0)),
-                       mode="edge") for f in face.clean[:4]]
+                       mode="edge") for f in face.clean[:N_FRAMES]]
     lossless = {"qp": "0", "preset": "ultrafast"}
     src = synth.write_clip(tmp_path / "dv.mkv", squeezed, synth.ClipSpec(sar=sar, options=lossless))
-    square = synth.write_clip(tmp_path / "square.mkv", face.clean[:4], synth.ClipSpec(options=lossless))
-    trackset = ground_truth_trackset(face.landmarks[:4])  # display space: square pixels
+    square = synth.write_clip(tmp_path / "square.mkv", face.clean[:N_FRAMES], synth.ClipSpec(options=lossless))
+    trackset = ground_truth_trackset(face.landmarks[:N_FRAMES])  # display space: square pixels
     crops = {}
     for name, path in (("dv", src), ("square", square)):
         restorer = Brighten(20.0)
@@ -208,6 +208,11 @@ def test_anamorphic_faces_are_aligned_round(face, tmp_path):
     assert abs((xs.max() + 1 + xs.min()) / 2 - (display_box[0] + display_box[2]) / 2 / float(sar)) < 2
     assert abs((xs.max() + 1 - xs.min()) - (display_box[2] - display_box[0]) / float(sar)) < 3
     assert abs((ys.max() + 1 - ys.min()) - (display_box[3] - display_box[1])) < 3
+    # through the whole restore: faces found in square pixels, SAR, frames and times kept
+    report = _run(src, tmp_path / "out.mkv", Brighten(10.0), "encode.codec=libx264", "encode.crf=0")
+    got = probe(tmp_path / "out.mkv")
+    assert got.sar == sar and got.pts == probe(src).pts and report["picture"]["pixel_aspect"].startswith("SAR 32/27")
+    assert sum(t["frames_touched"] for t in report["tracks"]) >= N_FRAMES - 2
 
 
 def _shifted(picture, dx):
@@ -307,3 +312,30 @@ def test_probe_shows_field_order_aspect_and_hdr(interlaced, face, tmp_path, caps
     assert shown["tv"]["field_order"] == "tt" and shown["tv"]["hdr"] is None and shown["tv"]["dar"] == "1/1"
     assert shown["pq"]["hdr"] == "PQ" and shown["pq"]["sar"] == "4/3" and shown["pq"]["dar"] == "4/3"
     assert shown["pq"]["field_order"] == "progressive"
+
+
+def test_analyze_preview_of_a_sideways_clip_is_upright(phone, tmp_path):
+    from tracking.analyze import analyze
+
+    src, upright, _ = phone
+    trackset = analyze(src, tmp_path / "tracks.json", _cfg(), preview=tmp_path / "preview.mp4")
+    assert trackset.tracks
+    got = probe(tmp_path / "preview.mp4")
+    assert (got.width, got.height) == (upright[0].shape[1], upright[0].shape[0]) and got.frame_count == N_FRAMES
+
+
+def test_hlg_reference_white_and_round_trip():
+    """HLG 75 % (BT.2408 reference white) is white in the working space; a change undone gives the codes back."""
+    import av
+
+    colour = colour_for(av.VideoFormat("yuv444p10le", 4, 4), 10, 9, 1, 18, 9)  # limited YUV, HLG, BT.2020
+    luma = np.arange(64, 941, dtype=np.uint16)
+    planes = [np.tile(luma, (2, 1)), np.full((2, luma.size), 512, np.uint16), np.full((2, luma.size), 512, np.uint16)]
+    working = colour.to_working(planes, [(1, 1)] * 3)[0]
+    white = round(64 + 0.75 * 876) - 64
+    assert np.abs(working[white] - 255).max() < 1.5  # grey stays grey through the primaries' matrix
+    changed = [p.copy() for p in planes]
+    colour.add_change(changed, [(1, 1)] * 3, np.full((2, luma.size, 3), 5.0, np.float32))
+    assert (changed[0] > planes[0]).mean() > 0.95
+    colour.add_change(changed, [(1, 1)] * 3, np.full((2, luma.size, 3), -5.0, np.float32))
+    assert all(np.abs(a.astype(int) - b).max() <= 1 for a, b in zip(changed, planes))

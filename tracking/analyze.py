@@ -52,7 +52,8 @@ def write_preview(path: str | Path, source: str | Path, trackset: TrackSet, info
     rate = info.average_rate or 25
     with written(path) as tmp, av.open(str(tmp), "w") as container:
         stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height = info.width - info.width % 2, info.height - info.height % 2
+        width, height = info.display_size  # frame.rgb: upright, square pixels
+        stream.width, stream.height = width - width % 2, height - height % 2
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "23", "preset": "veryfast"}
         for frame in decode(source, 0, None, info):
