@@ -257,11 +257,14 @@ def test_interlaced_faces_do_not_comb(interlaced):
             assert abs(shift[0]) < 0.15 and own < 0.6 * other, (k, p, shift, own, other)
 
 
-def test_interlaced_restore_keeps_field_order_and_frames(interlaced, tmp_path):
+@pytest.mark.parametrize("codec", ["ffv1", "libx264"])
+def test_interlaced_restore_keeps_field_order_and_frames(interlaced, tmp_path, codec):
     src, _ = interlaced
-    report = _run(src, tmp_path / "out.mkv", Brighten(10.0))
+    report = _run(src, tmp_path / "out.mkv", Brighten(10.0), f"encode.codec={codec}")
     got, info = probe(tmp_path / "out.mkv"), probe(src)
     assert got.field_order == "tt" and got.pts == info.pts and got.frame_count == info.frame_count
+    if codec == "libx264":  # coded as fields, not only tagged
+        assert all(frame.native.interlaced_frame for frame in decode(tmp_path / "out.mkv"))
     assert report["picture"]["fields"].startswith("interlaced (tt")
     assert sum(t["frames_touched"] for t in report["tracks"]) >= N_FRAMES - 2
 
