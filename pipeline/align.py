@@ -18,9 +18,23 @@ FFHQ_TEMPLATE_512 = np.array(
      [201.26117, 371.41043], [313.08905, 371.15118]], dtype=np.float32)
 
 
-def template(size: int = CROP_SIZE) -> np.ndarray:
-    """The 5-point template scaled to a crop of `size` pixels."""
-    return FFHQ_TEMPLATE_512 * (size / 512.0)
+def template(size: int = CROP_SIZE, zoom: float = 1.0) -> np.ndarray:
+    """The 5-point template in a crop of `size` pixels that shows `zoom` times the FFHQ framing."""
+    return to_crop(FFHQ_TEMPLATE_512, size, zoom)
+
+
+def to_crop(points_512: np.ndarray, size: int, zoom: float = 1.0) -> np.ndarray:
+    """Points of the 512 FFHQ crop, in a crop of `size` showing `zoom` times as much around the face."""
+    centre = size / 2.0
+    return ((np.asarray(points_512, np.float32) * (size / CROP_SIZE) - centre) / zoom + centre).astype(np.float32)
+
+
+def crop_transforms(transforms: np.ndarray, size: int, zoom: float = 1.0) -> np.ndarray:
+    """512-template transforms (N,2,3) re-targeted to a crop of `size` that shows `zoom` times as much
+    around the face (zoom 1: the FFHQ framing restorers trained on FFHQ expect)."""
+    m = np.asarray(transforms, np.float32) * np.float32(size / CROP_SIZE / zoom)
+    m[:, :, 2] += np.float32(size / 2.0 * (1.0 - 1.0 / zoom))
+    return m
 
 
 def estimate_transforms(landmarks: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:

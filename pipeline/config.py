@@ -88,7 +88,7 @@ class RunConfig:
     executor: str = "local"  # local (in-process) | ray
     address: str | None = None  # Ray cluster address; None: RAY_ADDRESS or a local Ray
     chunk_seconds: float = 10.0
-    context_frames: int = 8  # frames decoded on each side of a chunk for temporal state (not written)
+    context_frames: int = 12  # frames decoded on each side of a chunk for temporal state (not written)
     work_dir: str | None = None  # manifest and chunk files; None: beside the output
     keep_work_dir: bool = False  # keep it after a successful run (it is always kept after a failure)
     restore_actors: int = 0  # 0: one per GPU (one on CPU)

@@ -14,16 +14,23 @@ import numpy as np
 
 from . import align, blend
 from .picture import Geometry
+from .stabilise import RADIUS as STABILISE_RADIUS, stabilise
 from .restorers.base import crops_to_tensor, tensor_to_crops
 
 MASK_SMOOTH_SIGMA = 1.5  # frames; transforms (hence crops and paste masks) smoothed along each track
 DEFAULT_BATCH = 8  # crops per restorer call when restore.batch_size is 0 (auto) on the CPU
 MIN_RUN = 32  # crops a temporal restorer keeps per call, beyond its 2r context crops
+# Restorers that take any crop size get each face near its own resolution, framed wider than FFHQ so
+# the paste mask covers the whole head (hair line, ears, jaw) and not only the inner face.
+CROP_UPSAMPLE = 2.0  # crop pixels per frame pixel (1.5 lost 0.4 dB to the warps in and out)
+HEAD_ZOOM = 1.35  # the crop shows this many times the FFHQ framing
+MIN_CROP = 64  # px; the smallest crop (a 20 px face still gets a 64 px crop)
+MAX_CROP = 768  # px; a bigger face is restored at a little less than its resolution
 
 
 def context_frames_needed(restorer) -> int:
     """Context frames a chunk needs on each side for chunk-independent output."""
-    return int(getattr(restorer, "temporal_radius", 0)) + 1  # +1: blend.temporal_smooth's neighbour
+    return int(getattr(restorer, "temporal_radius", 0)) + STABILISE_RADIUS
 
 
 @dataclass
@@ -33,6 +40,7 @@ class _Run:
     track: object
     frame_indices: list[int] = field(default_factory=list)
     transforms: list[np.ndarray] = field(default_factory=list)
+    zoom: float = 1.0  # the crops show this many times the FFHQ framing
 
 
 def track_transforms(track) -> np.ndarray:
@@ -42,6 +50,17 @@ def track_transforms(track) -> np.ndarray:
     breaks = np.flatnonzero(np.diff(frames) != 1) + 1
     pieces = [align.smooth_transforms(part, MASK_SMOOTH_SIGMA) for part in np.split(transforms, breaks)]
     return np.concatenate(pieces) if pieces else transforms
+
+
+def crop_geometry(transforms: np.ndarray, restorer) -> tuple[int, float]:
+    """(size, zoom) of a run's crops: the restorer's own size and the FFHQ framing when it needs them, else
+    about CROP_UPSAMPLE crop pixels per frame pixel over HEAD_ZOOM times the FFHQ framing, so a face costs
+    what its resolution calls for and its fine detail survives the warps in and out."""
+    fixed = getattr(restorer, "crop_size", align.CROP_SIZE)
+    if fixed is not None:
+        return int(fixed), 1.0
+    native = HEAD_ZOOM * align.CROP_SIZE / float(np.median(align.transform_scale(transforms)))
+    return int(np.clip(np.ceil(CROP_UPSAMPLE * native / 16) * 16, MIN_CROP, MAX_CROP)), HEAD_ZOOM
 
 
 def _runs(frames_by_index: dict, trackset) -> list[_Run]:
@@ -86,11 +105,12 @@ def restore_run(crops: np.ndarray, track_refs, restorer, batch_size: int) -> lis
 IDENTITY_SAMPLES_PER_RUN = 3  # crops per run whose identity is measured for the report (dlib is slow)
 
 
-def _crop_face():
-    """The template face inside a 512 crop, as a detection (for embedders that take boxes)."""
+def _crop_face(size: int, zoom: float):
+    """The template face inside a crop, as a detection (for embedders that take boxes)."""
     from tracking.faces import Face
 
-    return Face(box=np.array([96, 112, 416, 480], np.float32), landmarks=align.FFHQ_TEMPLATE_512, score=1.0)
+    box = align.to_crop(np.array([[96, 112], [416, 480]], np.float32), size, zoom).ravel()
+    return Face(box=box, landmarks=align.template(size, zoom), score=1.0)
 
 
 def _record(stats: dict, embedder, run: _Run, crops: np.ndarray, restored: list[np.ndarray]) -> None:
@@ -100,7 +120,7 @@ def _record(stats: dict, embedder, run: _Run, crops: np.ndarray, restored: list[
 
     entry = stats.setdefault(run.track.track_id, TrackStats(run.track.track_id))
     entry.frames.extend(run.frame_indices)
-    core = align.crop_mask() > 0.5
+    core = align.crop_mask(crops.shape[1]) > 0.5
     for name, seq in (("temporal_before", crops), ("temporal_after", restored)):
         for a, b in zip(seq, seq[1:]):
             diff = (np.asarray(b, np.float32) - np.asarray(a, np.float32)) / 255.0
@@ -108,7 +128,7 @@ def _record(stats: dict, embedder, run: _Run, crops: np.ndarray, restored: list[
     target = getattr(run.track, "embedding", None)
     if embedder is None or target is None:
         return
-    face = _crop_face()
+    face = _crop_face(crops.shape[1], run.zoom)
     for k in np.linspace(0, len(crops) - 1, min(len(crops), IDENTITY_SAMPLES_PER_RUN)).round().astype(int):
         for name, img in (("identity_before", crops[k]), ("identity_after", restored[k])):
             emb = embedder.embed(np.clip(img, 0, 255).astype(np.uint8), [face])[0]
@@ -132,17 +152,22 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
     frames_by_index = {frame.index: frame for frame in frames}
     batch_size = cfg.restore.batch_size or DEFAULT_BATCH
     changes: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    # a restorer whose low frequencies are the input's own (averaged) needs no colour match: it would
+    # only put the input's low-frequency noise back
+    color_match = cfg.blend.color_match and not getattr(restorer, "keeps_colour", False)
     for run in _runs(frames_by_index, trackset):
         transforms = np.stack(run.transforms)
-        crops = np.stack([frames_by_index[i].face_crops(transforms[k:k + 1])[0]
+        size, run.zoom = crop_geometry(transforms, restorer)
+        transforms = align.crop_transforms(transforms, size, run.zoom)
+        crops = np.stack([frames_by_index[i].face_crops(transforms[k:k + 1], size)[0]
                           for k, i in enumerate(run.frame_indices)])
         track_refs = refs.get(run.track.track_id) if refs else None
         restored = restore_run(crops, track_refs, restorer, batch_size)
-        restored = blend.temporal_smooth(restored, cfg.blend.temporal)
+        restored = stabilise(list(crops), restored, cfg.blend.temporal)
         if stats is not None:
             _record(stats, embedder, run, crops, restored)
         for k, index in enumerate(run.frame_indices):
-            change = blend.face_change(restored[k], crops[k], cfg.blend.strength, cfg.blend.color_match)
+            change = blend.face_change(restored[k], crops[k], cfg.blend.strength, color_match)
             changes.setdefault(index, []).append((change, transforms[k]))
     for index, face_changes in changes.items():
         frame = frames_by_index[index]

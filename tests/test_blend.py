@@ -39,15 +39,3 @@ def test_paste_changes_feathers_inside_the_face_and_leaves_the_rest():
     assert ((ramp > 0.05) & (ramp < 0.95)).sum() >= 5  # a soft edge, not a hard cut
     assert blend.paste_changes(grid, [(change, align.estimate_transforms(landmarks + 5000)[0])], 0.1) is None
 
-
-def test_temporal_smooth_removes_flicker_but_keeps_a_moving_edge():
-    rng = np.random.default_rng(1)
-    base = np.zeros((512, 512, 3), np.float32)
-    base[:, 200:] = 200.0
-    flicker_of = [4.0 if k % 2 else -4.0 for k in range(5)]  # +-4 grey levels, frame to frame
-    crops = [base + rng.normal(0, 6, base.shape).astype(np.float32) + f for f in flicker_of]
-    smoothed = blend.temporal_smooth(crops, 0.5)
-    flicker = lambda seq: np.mean([abs(float(b.mean() - a.mean())) for a, b in zip(seq, seq[1:])])  # noqa: E731
-    assert flicker(smoothed) < 0.6 * flicker(crops)
-    assert abs(float(smoothed[2][:, 210:].mean()) - 200.0) < 10  # the edge is not smeared away
-    assert blend.temporal_smooth(crops, 0.0) == crops

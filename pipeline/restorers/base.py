@@ -24,12 +24,18 @@ class TrackRefs:
 @runtime_checkable
 class Restorer(Protocol):
     name: str
+    # the crop size the restorer needs (e.g. 512 for models trained on FFHQ-512); None: any size, so each
+    # face is cropped near its own resolution (see process.crop_size_for)
+    crop_size: int | None
+    # True when the output's low frequencies are the input's own (averaged, not generated): no colour
+    # match is needed after it
+    keeps_colour: bool
     # 0 for per-frame restorers; r > 0: the caller passes whole ordered runs of one track and keeps only
     # the outputs whose r neighbours on each side were present.
     temporal_radius: int
 
     def restore(self, crops: torch.Tensor, refs: list[TrackRefs] | None) -> torch.Tensor:
-        """(B, 3, 512, 512) in [0, 1] -> (B, 3, 512, 512) in [0, 1]; same input, same output."""
+        """(B, 3, S, S) in [0, 1] -> the same shape in [0, 1]; same input, same output."""
         ...
 
 
@@ -45,11 +51,14 @@ def tensor_to_crops(batch: torch.Tensor) -> np.ndarray:
     return batch.detach().float().clamp(0, 1).mul(255.0).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def check_crops(crops: torch.Tensor) -> None:
-    """Refuse what no restorer can take, with the shape it got (a caller bug, stated plainly)."""
-    if not isinstance(crops, torch.Tensor) or crops.ndim != 4 or tuple(crops.shape[1:]) != (3, CROP_SIZE, CROP_SIZE):
+def check_crops(crops: torch.Tensor, size: int | None = CROP_SIZE) -> None:
+    """Refuse what the restorer cannot take, with the shape it got (a caller bug, stated plainly).
+    `size` None: square crops of any size (restorers whose crop follows the face's own resolution)."""
+    square = isinstance(crops, torch.Tensor) and crops.ndim == 4 and crops.shape[1] == 3 and crops.shape[2] == crops.shape[3]
+    if not square or (size is not None and crops.shape[2] != size):
         got = tuple(crops.shape) if isinstance(crops, torch.Tensor) else type(crops).__name__
-        raise ReelfaceError(f"restorers take face crops shaped (B, 3, {CROP_SIZE}, {CROP_SIZE}), got {got}")
+        want = f"(B, 3, {size}, {size})" if size is not None else "(B, 3, S, S)"
+        raise ReelfaceError(f"restorers take face crops shaped {want}, got {got}")
     if not crops.is_floating_point():
         raise ReelfaceError(f"restorers take float crops in [0, 1], got dtype {crops.dtype}")
 

@@ -1,18 +1,18 @@
 """The `fusion` restorer: multi-frame fusion along a track, with no weights and nothing invented.
 
-For each crop, with its 2r nearest crops of the same track (centred; shifted inward at a run's ends):
-1. the neighbours are flow-aligned to it (OpenCV DIS optical flow on grey images at FLOW_SIZE) and
-   averaged with per-pixel weights that drop where a warped neighbour disagrees with the centre
-   (occlusion, blinks, flow failure), so outliers are rejected rather than smeared in; luma is fused at
-   512, colour at 256 (it carries little fine detail);
-2. the average, now much less noisy, is deblurred by Richardson-Lucy iterations with a small Gaussian
-   PSF (the blur every capture and compression chain adds);
-3. detail is transferred from the track's references where, after flow alignment, they agree with the
-   result at low frequencies and are locally sharper than the input crop: real detail of this person,
-   seen in another frame, never synthesised.
+Per ordered run of one track's crops (any crop size: the caller crops each face near its own
+resolution, see process.crop_size_for):
+1. every crop's 2r nearest crops are flow-aligned to it (DIS optical flow between each pair, computed
+   once per directed pair and reused by both crops' windows);
+2. the aligned stack is averaged with per-pixel weights that drop where a neighbour disagrees with the
+   stack's median (occlusion, blinks) or where the flow fails its forward-backward check, so outliers
+   are rejected instead of smeared in;
+3. the average, now much less noisy, is Wiener-deconvolved: the Gaussian PSF's width is *estimated*
+   from the run's own edges and the signal and noise spectra from its own frames, so a sharp clip gets
+   only the noise the averaging left removed, and a blurred one what its blur calls for. One filter
+   per run: the same on every frame, so deconvolution adds no flicker.
 
-Nothing is synthesised: the output is this track's own aligned pixels, averaged and deblurred, plus
-detail seen in its own references, which is why archivists can choose it.
+Only this track's own pixels are used, which is why archivists can choose it.
 """
 
 from __future__ import annotations
@@ -21,19 +21,26 @@ import cv2
 import numpy as np
 import torch
 
-from .base import CROP_SIZE, TrackRefs, check_crops, tensor_to_crops
+from .base import TrackRefs, check_crops, tensor_to_crops
 
-TEMPORAL_RADIUS = 7  # 15 frames per window (11 frames: about 0.35 dB less on the generated clips)
-FLOW_SIZE = 256  # flow on half-size grey crops: 4x cheaper, the same alignment on upscaled faces
-AGREEMENT_BLUR = 2.0  # px; disagreement is measured on blurred images so noise does not count
-OUTLIER_SCALE = 10.0  # weight = exp(-d / (OUTLIER_SCALE * median d)): typical pixels ~0.9, outliers ~0
-DEBLUR_SIGMA = 1.9  # px (crop space); Gaussian PSF of Richardson-Lucy (best of 1.2-2.3 on generated clips)
-DEBLUR_ITERATIONS = 15
-DETAIL_SIGMA = 2.0  # px; the band transferred from references: image minus its Gaussian blur
-REF_AGREEMENT_SIGMA = 4.0  # px; references must match the result at this scale to give detail
-REF_TOLERANCE = 6.0  # grey levels; RMS low-frequency difference accepted as agreement
-REF_LIMIT = 3  # references used per crop (the first ones: user photos, then the best-scored frames)
-REF_SHARPER = 1.5  # a reference gives detail where its fine-band energy exceeds the input's by this factor
+TEMPORAL_RADIUS = 7  # 15 frames per window
+FLOW_MAX = 256  # px; flow is computed at most at this size (a finer grid aligns no better)
+FLOW_PRESMOOTH = 0.7  # px at flow size; noise would otherwise pull the flow
+FB_TOLERANCE = 1.0  # px at flow size; forward-backward mismatch at which a neighbour's weight is exp(-1/2)
+AGREEMENT = 3.0  # a neighbour's weight is exp(-d^2 / 2 (AGREEMENT * noise)^2), d its blurred distance to the median
+AGREEMENT_BLUR = 1.0  # px; distance measured on lightly blurred images so the noise itself does not count
+# Blur estimate: edge gradients before/after a known re-blur (Zhuo & Sim 2011). On sharp ground truth
+# the estimator reads 1.3-1.7 px at our crop scale (the image's own edge width), so that much is not blur
+# to undo; SHRINK keeps the estimate on the safe side (too wide a PSF rings), and below MIN_PSF nothing
+# is deconvolved (compression and plain noise read as a little blur; undoing it loses detail).
+REBLUR_SIGMA = 1.0
+EDGE_PERCENTILE = 97.0
+INTRINSIC_EDGE = 1.7
+SHRINK = 0.85
+MIN_PSF = 1.0
+MAX_PSF = 4.0  # px; never deconvolve wider than this, whatever the estimate
+MAX_GAIN = 3.0  # the deconvolution amplifies no frequency more than this
+SPECTRUM_BINS = 48  # radial frequency bins of the run's power spectra
 EPS = 1e-6
 
 
@@ -49,155 +56,157 @@ def _to_rgb(yuv: np.ndarray) -> np.ndarray:
     return np.stack([r, (y - 0.299 * r - 0.114 * b) / 0.587, b], -1)
 
 
-def _small(img: np.ndarray) -> np.ndarray:
-    return cv2.resize(img, (FLOW_SIZE, FLOW_SIZE), interpolation=cv2.INTER_AREA)
-
-
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(img, (0, 0), sigma, borderType=cv2.BORDER_REFLECT101)
 
 
-class _Crop:
-    """One crop prepared for fusion: full-size luma, half-size chroma and luma, the flow's grey image."""
+class PairFlows:
+    """Dense flow between any two crops of a run, each directed pair computed once."""
 
-    def __init__(self, rgb: np.ndarray):
-        yuv = _to_yuv(rgb)
-        self.luma = np.ascontiguousarray(yuv[..., 0])
-        self.chroma = _small(yuv[..., 1:])  # colour is smooth: fused at half size
-        self.chroma_full = yuv[..., 1:]
-        self.luma_small = _small(self.luma)
-        self.grey = np.clip(self.luma_small, 0, 255).astype(np.uint8)
+    def __init__(self, luma: np.ndarray):
+        size = luma.shape[1]
+        self.size = size
+        self.flow_size = min(size, FLOW_MAX)
+        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        small = [cv2.resize(y, (self.flow_size, self.flow_size), interpolation=cv2.INTER_AREA) for y in luma]
+        self.greys = [np.clip(_blur(y, FLOW_PRESMOOTH), 0, 255).astype(np.uint8) for y in small]
+        grid = np.mgrid[0:size, 0:size].astype(np.float32)
+        self.grid = (grid[1], grid[0])
+        self._flows: dict[tuple[int, int], np.ndarray] = {}
 
+    def flow(self, i: int, j: int) -> np.ndarray:
+        """Flow f at crop size with crop_i(x) ~ crop_j(x + f)."""
+        if (i, j) not in self._flows:
+            f = self.dis.calc(self.greys[i], self.greys[j], None)
+            if self.flow_size != self.size:
+                f = cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_LINEAR) * (self.size / self.flow_size)
+            self._flows[(i, j)] = f
+        return self._flows[(i, j)]
 
-class _Aligner:
-    """Dense flow between crops (DIS at FLOW_SIZE) and the warps that pull one crop onto another."""
-
-    def __init__(self) -> None:
-        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-        full = np.mgrid[0:CROP_SIZE, 0:CROP_SIZE].astype(np.float32)
-        small = np.mgrid[0:FLOW_SIZE, 0:FLOW_SIZE].astype(np.float32)
-        self.full = (full[1], full[0])
-        self.small = (small[1], small[0])
-
-    def pull(self, target: _Crop, source: _Crop) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`source` warped onto `target`: (luma 512, luma 256, chroma 256)."""
-        flow = self.dis.calc(target.grey, source.grey, None)
-        sx, sy = self.small[0] + flow[..., 0], self.small[1] + flow[..., 1]
-        flow_full = cv2.resize(flow, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_LINEAR) * (CROP_SIZE / FLOW_SIZE)
-        fx, fy = self.full[0] + flow_full[..., 0], self.full[1] + flow_full[..., 1]
-        luma = cv2.remap(source.luma, fx, fy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-        luma_small = cv2.remap(source.luma_small, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        chroma = cv2.remap(source.chroma, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return luma, luma_small, chroma
-
-
-def temporal_fuse(center: _Crop, warped: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Outlier-rejecting weighted mean of the centre and its aligned neighbours: (luma 512, chroma 256)."""
-    if not warped:
-        return center.luma, center.chroma
-    center_low = _blur(center.luma_small, AGREEMENT_BLUR / 2)
-    dists = [(_blur(w[1], AGREEMENT_BLUR / 2) - center_low) ** 2 for w in warped]
-    # The scale comes from all neighbours together: noise sets the typical distance, outliers are far
-    # above it; the floor keeps near-identical (static) windows from rejecting everything.
-    scale = OUTLIER_SCALE * max(float(np.median(np.stack(dists))), 1.0)
-    luma, chroma = center.luma.copy(), center.chroma.copy()
-    wsum = np.ones((FLOW_SIZE, FLOW_SIZE), np.float32)
-    weights_full = []
-    for (_, _, w_chroma), d in zip(warped, dists):
-        weight = np.exp(-d / scale)
-        chroma += weight[..., None] * w_chroma
-        wsum += weight
-        weights_full.append(cv2.resize(weight, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_LINEAR))
-    wsum_full = 1.0 + sum(weights_full)
-    for (w_luma, _, _), weight in zip(warped, weights_full):
-        luma += weight * w_luma
-    return luma / wsum_full, chroma / wsum[..., None]
+    def pull(self, image: np.ndarray, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Crop j's `image` warped onto crop i, and the forward-backward confidence (0..1) of each pixel."""
+        f = self.flow(i, j)
+        mx, my = self.grid[0] + f[..., 0], self.grid[1] + f[..., 1]
+        pulled = cv2.remap(image, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        back = cv2.remap(self.flow(j, i), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        mismatch = ((f + back) ** 2).sum(-1) * (self.flow_size / self.size) ** 2
+        return pulled, np.exp(-0.5 * mismatch / FB_TOLERANCE ** 2)
 
 
-def deblur(img: np.ndarray, sigma: float, iterations: int) -> np.ndarray:
-    """Richardson-Lucy deconvolution with a Gaussian PSF (float32 0..255 in, same out)."""
-    observed = np.maximum(img, 1.0)
-    estimate = observed.copy()
-    for _ in range(iterations):
-        ratio = observed / np.maximum(_blur(estimate, sigma), 1.0)
-        estimate *= _blur(ratio, sigma)
-    return np.clip(estimate, 0.0, 255.0)
+def window(i: int, n: int, radius: int) -> range:
+    """The 2r+1 crops around i: centred, shifted inward at a run's ends (every crop gets 2r neighbours)."""
+    lo = max(0, min(i - radius, n - 1 - 2 * radius))
+    return range(lo, min(n, lo + 2 * radius + 1))
 
 
-def _detail(img: np.ndarray) -> np.ndarray:
-    return img - _blur(img, DETAIL_SIGMA)
+def fuse(yuv: np.ndarray, flows: PairFlows, i: int, radius: int) -> tuple[np.ndarray, float]:
+    """Crop i fused with its window: (yuv, effective number of crops averaged)."""
+    stack, conf = [yuv[i]], [np.ones(yuv.shape[1:3], np.float32)]
+    for j in window(i, len(yuv), radius):
+        if j != i:
+            pulled, c = flows.pull(yuv[j], i, j)
+            stack.append(pulled)
+            conf.append(c)
+    stack_arr, conf_arr = np.stack(stack), np.stack(conf)
+    if len(stack) == 1:
+        return yuv[i], 1.0
+    luma = stack_arr[..., 0]
+    median = np.median(luma, 0)
+    dist = np.stack([np.abs(_blur(y - median, AGREEMENT_BLUR)) for y in luma])
+    # noise of the blurred distance, robustly, from pixels the flow trusts; a floor keeps a clean static
+    # window from rejecting every neighbour
+    tau = AGREEMENT * max(1.4826 * float(np.median(dist[conf_arr > 0.5])), 0.5)
+    weights = conf_arr * np.exp(-0.5 * (dist / tau) ** 2)
+    weights[0] = 1.0  # the crop itself always counts fully
+    wsum = weights.sum(0)
+    fused = (weights[..., None] * stack_arr).sum(0) / wsum[..., None]
+    effective = float(np.mean(wsum ** 2 / np.maximum((weights ** 2).sum(0), EPS)))
+    return fused.astype(np.float32), effective
 
 
-def transfer_detail(result: np.ndarray, input_luma: np.ndarray, aligned_refs: list[np.ndarray]) -> np.ndarray:
-    """Replace the result's fine luma band by the references' where they agree and are sharper.
+def estimate_psf_sigma(lumas: list[np.ndarray]) -> float:
+    """Gaussian blur (px) left in fused lumas, from their strongest edges, beyond a sharp image's own."""
+    ratios = []
+    for y in lumas:
+        g = _blur(y, 0.5)
+        r = _blur(g, REBLUR_SIGMA)
+        m1 = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
+        m2 = np.hypot(cv2.Sobel(r, cv2.CV_32F, 1, 0), cv2.Sobel(r, cv2.CV_32F, 0, 1))
+        edges = m1 > np.percentile(m1, EDGE_PERCENTILE)
+        ratios.append(m1[edges] / np.maximum(m2[edges], EPS))
+    ratio = np.clip(np.concatenate(ratios), 1.01, None)
+    measured = float(np.median(REBLUR_SIGMA / np.sqrt(ratio ** 2 - 1)))
+    return float(min(SHRINK * np.sqrt(max(measured ** 2 - INTRINSIC_EDGE ** 2, 0.0)), MAX_PSF))
 
-    The sharpness test is against the *input* crop (same noise as a reference frame of this video), so
-    references that are only as sharp as the input, noise included, give nothing.
+
+class WienerFilter:
+    """Wiener deconvolution of one run's fused crops: a Gaussian PSF and the run's own signal and noise
+    power spectra (radially averaged), so frequencies the noise dominates are not amplified."""
+
+    def __init__(self, fused: list[np.ndarray], noise: list[np.ndarray], sigma: float):
+        size = fused[0].shape[0]
+        self.pad = size // 4
+        n = size + 2 * self.pad
+        fy, fx = np.fft.fftfreq(n)[:, None], np.fft.rfftfreq(n)[None, :]
+        radius = np.sqrt(fx ** 2 + fy ** 2)
+        bins = np.minimum((radius / radius.max() * SPECTRUM_BINS).astype(int), SPECTRUM_BINS - 1)
+        signal, noise_power = (_radial_power(images, n, bins) for images in (fused, noise))
+        clean = np.maximum(signal - noise_power, EPS)
+        otf = np.exp(-2 * np.pi ** 2 * sigma ** 2 * radius ** 2)
+        self.filter = np.minimum(clean / (clean + noise_power) / otf, MAX_GAIN).astype(np.float32)
+        self.filter[0, 0] = 1.0
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        p = self.pad
+        padded = cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REFLECT101)
+        out = np.fft.irfft2(np.fft.rfft2(padded) * self.filter, s=padded.shape)
+        return out[p:-p, p:-p].astype(np.float32)
+
+
+def _radial_power(images: list[np.ndarray], n: int, bins: np.ndarray) -> np.ndarray:
+    """Mean power spectrum of Hann-windowed images on the rfft grid of size n, averaged over rings."""
+    size = images[0].shape[0]
+    hann = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
+    power = sum(np.abs(np.fft.rfft2((img - img.mean()) * hann, s=(n, n))) ** 2 for img in images)
+    power = power / (len(images) * float((hann ** 2).sum()))
+    counts = np.maximum(np.bincount(bins.ravel(), minlength=SPECTRUM_BINS), 1)
+    return (np.bincount(bins.ravel(), power.ravel(), SPECTRUM_BINS) / counts)[bins]
+
+
+def restore_run(images: np.ndarray, radius: int = TEMPORAL_RADIUS) -> np.ndarray:
+    """Fused and deconvolved RGB crops (float32 0..255) of one ordered run (N, S, S, 3).
+
+    Each crop's Wiener filter is estimated from that crop's own window (its fused luma and what fusion
+    removed from it), so a crop's result depends only on its window, never on where a call began.
     """
-    if not aligned_refs:
-        return result
-    result_low = _blur(result, REF_AGREEMENT_SIGMA)
-    result_detail = _detail(result)
-    input_energy = _blur(_detail(input_luma) ** 2, REF_AGREEMENT_SIGMA)
-    num = np.zeros_like(result)
-    den = np.zeros_like(result)
-    for ref in aligned_refs:
-        agree = np.exp(-(_blur(ref, REF_AGREEMENT_SIGMA) - result_low) ** 2 / (2 * REF_TOLERANCE ** 2))
-        ref_detail = _detail(ref)
-        ref_energy = _blur(ref_detail ** 2, REF_AGREEMENT_SIGMA)
-        weight = agree * np.clip(1.0 - REF_SHARPER * input_energy / (ref_energy + EPS), 0.0, 1.0)
-        num += weight * ref_detail
-        den += weight
-    gain = np.clip(den, 0.0, 1.0)
-    return result + gain * (num / np.maximum(den, EPS) - result_detail)
-
-
-def fuse_window(center: _Crop, neighbours: list[_Crop], refs: list[_Crop], aligner: _Aligner) -> np.ndarray:
-    """The restored RGB crop (float32 0..255) of `center` from its window and the track's references."""
-    luma, chroma = temporal_fuse(center, [aligner.pull(center, n) for n in neighbours])
-    luma = deblur(luma, DEBLUR_SIGMA, DEBLUR_ITERATIONS)
-    if refs:
-        result = _Crop(np.repeat(luma[..., None], 3, -1))
-        luma = transfer_detail(luma, center.luma, [aligner.pull(result, r)[0] for r in refs])
-    # Chroma was fused at half size; colour has little fine detail (video stores it at half size too).
-    chroma_full = cv2.resize(chroma, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_LINEAR)
-    return np.clip(_to_rgb(np.concatenate([luma[..., None], chroma_full], -1)), 0, 255)
+    yuv = _to_yuv(images.astype(np.float32))
+    flows = PairFlows(yuv[..., 0])
+    out = np.empty_like(yuv)
+    for i in range(len(yuv)):
+        fused, averaged = fuse(yuv, flows, i, radius)
+        if averaged > 1.0:
+            luma = fused[..., 0]
+            # the noise left after averaging: what fusion removed, divided by the crops averaged
+            noise = (yuv[i, ..., 0] - luma) / np.sqrt(averaged)
+            sigma = estimate_psf_sigma([luma])
+            fused[..., 0] = WienerFilter([luma], [noise], sigma if sigma >= MIN_PSF else 0.0)(luma)
+        out[i] = fused
+    return np.clip(_to_rgb(out), 0, 255)
 
 
 class FusionRestorer:
-    """Restorer protocol; needs ordered runs of one track (temporal_radius neighbours on each side)."""
+    """Restorer protocol; needs ordered runs of one track (temporal_radius neighbours on each side).
+    Takes crops of any size (crop_size None): each face is fused near its own resolution."""
 
     name = "fusion"
     temporal_radius = TEMPORAL_RADIUS
+    crop_size = None
+    keeps_colour = True  # its colour is the track's own, averaged
 
     def __init__(self, restore_cfg=None):
         self.cfg = restore_cfg
-        self.aligner = _Aligner()
 
     def restore(self, crops: torch.Tensor, refs: list[TrackRefs] | None = None) -> torch.Tensor:
-        check_crops(crops)
-        images = tensor_to_crops(crops)
-        prepared = [_Crop(img) for img in images]
-        ref_cache: dict[int, list[_Crop]] = {}
-        out = np.empty_like(images)
-        r = self.temporal_radius
-        for i, center in enumerate(prepared):
-            # 2r neighbours: centred, or shifted inward at the ends of the run (a track's first and last
-            # frames get as many neighbours as the middle ones)
-            lo = max(0, min(i - r, len(prepared) - 1 - 2 * r))
-            neighbours = [prepared[j] for j in range(lo, min(len(prepared), lo + 2 * r + 1)) if j != i]
-            track_refs = refs[i] if refs is not None else None
-            out[i] = fuse_window(center, neighbours, self._refs(track_refs, ref_cache), self.aligner)
-        restored = torch.from_numpy(out / 255.0).permute(0, 3, 1, 2).to(crops.dtype)
-        return restored.to(crops.device)
-
-    @staticmethod
-    def _refs(track_refs: TrackRefs | None, cache: dict) -> list[_Crop]:
-        if track_refs is None or len(track_refs.crops) == 0:
-            return []
-        key = id(track_refs)
-        if key not in cache:
-            crops = track_refs.crops[:REF_LIMIT].detach().to("cpu", torch.float32).clamp(0, 1)
-            cache[key] = [_Crop(img) for img in (crops * 255).permute(0, 2, 3, 1).numpy()]
-        return cache[key]
+        check_crops(crops, self.crop_size)
+        out = restore_run(tensor_to_crops(crops), self.temporal_radius)
+        return torch.from_numpy(out / 255.0).permute(0, 3, 1, 2).to(crops.dtype).to(crops.device)

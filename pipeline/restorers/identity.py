@@ -10,10 +10,12 @@ from .base import TrackRefs, check_crops
 class IdentityRestorer:
     name = "identity"
     temporal_radius = 0
+    crop_size = None  # any size: it changes nothing
+    keeps_colour = True
 
     def __init__(self, restore_cfg=None):
         self.cfg = restore_cfg
 
     def restore(self, crops: torch.Tensor, refs: list[TrackRefs] | None = None) -> torch.Tensor:
-        check_crops(crops)
+        check_crops(crops, self.crop_size)
         return crops

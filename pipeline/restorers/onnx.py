@@ -123,6 +123,8 @@ def _providers(device: str) -> list:
 class OnnxRestorer:
     name = "onnx"
     temporal_radius = 0
+    crop_size = CROP_SIZE
+    keeps_colour = False
 
     def __init__(self, restore_cfg):
         import onnxruntime as ort

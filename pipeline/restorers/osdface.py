@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 
 from ..errors import ReelfaceError
-from .base import TrackRefs, check_crops, resolve_device, resolve_dtype
+from .base import CROP_SIZE, TrackRefs, check_crops, resolve_device, resolve_dtype
 from .batch_tuner import fit_batch_size
 from .osdface_model import OSDFaceModel
 
@@ -35,6 +35,8 @@ def _ieee_fp32_convolutions():
 class OSDFaceRestorer:
     name = "osdface"
     temporal_radius = 0
+    crop_size = CROP_SIZE
+    keeps_colour = False
 
     def __init__(self, model: OSDFaceModel, restore_cfg):
         self.device = resolve_device(restore_cfg.device)

@@ -1,0 +1,73 @@
+"""The temporal stabilisation stage: flicker a restorer adds is removed along the input's motion, motion
+and occlusions are kept, and nothing changes at strength 0."""
+
+import cv2
+import numpy as np
+
+from pipeline.stabilise import RADIUS, stabilise
+
+
+def _texture(size=128, seed=0):
+    rng = np.random.default_rng(seed)
+    grey = cv2.resize(rng.uniform(40, 215, (size // 8, size // 8)).astype(np.float32), (size, size),
+                      interpolation=cv2.INTER_CUBIC)
+    return np.repeat(grey[..., None], 3, -1)
+
+
+def _moving(n=12, size=128, speed=1.5):
+    """A texture sliding right by `speed` px a frame: the input crops (clean) and their exact motion."""
+    tex = _texture(size + 64)
+    return [cv2.warpAffine(tex, np.float32([[1, 0, -32 + speed * t], [0, 1, -32]]), (size, size),
+                           flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101) for t in range(n)]
+
+
+def _flicker(seq):
+    """Mean squared change between consecutive frames after undoing the known motion (1.5 px/frame)."""
+    out = []
+    for t in range(1, len(seq)):
+        back = cv2.warpAffine(seq[t - 1], np.float32([[1, 0, 1.5], [0, 1, 0]]), seq[t].shape[1::-1],
+                              flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
+        out.append(float(((seq[t] - back)[16:-16, 16:-16] ** 2).mean()))
+    return float(np.mean(out))
+
+
+def test_per_frame_detail_is_removed_but_the_motion_is_kept():
+    inputs = _moving()
+    rng = np.random.default_rng(3)
+    # a per-frame restorer: the input plus fine detail that differs in every frame (the flicker)
+    restored = [x + cv2.GaussianBlur(rng.normal(0, 8, x.shape).astype(np.float32), (0, 0), 0.8) for x in inputs]
+    steady = stabilise(inputs, restored, 0.8)
+    assert _flicker(steady) < 0.25 * _flicker(restored)
+    # the texture still moves with the input: the result stays close to the input at every frame
+    middle = len(inputs) // 2
+    err_steady = float(np.abs(steady[middle] - inputs[middle])[16:-16, 16:-16].mean())
+    err_restored = float(np.abs(restored[middle] - inputs[middle])[16:-16, 16:-16].mean())
+    assert err_steady < 0.6 * err_restored
+
+
+def test_strength_zero_changes_nothing():
+    inputs = _moving(4)
+    restored = [x + 3.0 for x in inputs]
+    assert all(np.array_equal(a, b) for a, b in zip(stabilise(inputs, restored, 0.0), restored))
+
+
+def test_an_occluder_is_not_averaged_away():
+    inputs = _moving()
+    t = len(inputs) // 2
+    inputs[t] = inputs[t].copy()
+    inputs[t][40:90, 40:90] = 0.0  # something passes in front in one frame only
+    restored = [x.copy() for x in inputs]
+    steady = stabilise(inputs, restored, 0.8)
+    assert float(np.abs(steady[t][50:80, 50:80]).mean()) < 10.0  # still dark (averaging would give ~150)
+
+
+def test_a_frame_depends_only_on_its_radius():
+    """What the chunk context relies on: frames further than RADIUS away do not change a frame."""
+    inputs = _moving(2 * RADIUS + 5)
+    rng = np.random.default_rng(5)
+    restored = [x + rng.normal(0, 4, x.shape).astype(np.float32) for x in inputs]
+    t = RADIUS + 2
+    whole = stabilise(inputs, restored, 0.8)[t]
+    lo, hi = t - RADIUS, t + RADIUS + 1
+    part = stabilise(inputs[lo:hi], restored[lo:hi], 0.8)[t - lo]
+    assert np.array_equal(whole, part)
