@@ -6,6 +6,7 @@ import torch
 
 from pipeline.config import load_config
 from pipeline.process import ArrayFrame, context_frames_needed, restore_frames
+from pipeline.stabilise import RADIUS as STABILISE_RADIUS
 
 
 class WindowMean:
@@ -34,7 +35,7 @@ def test_chunks_with_context_match_one_pass(clip):
     whole = [ArrayFrame(i, f) for i, f in enumerate(frames)]
     restore_frames(whole, trackset, None, restorer, cfg)
     context = context_frames_needed(restorer)
-    assert context == 3
+    assert context == restorer.temporal_radius + STABILISE_RADIUS  # the restorer's window, then the stabiliser's
     chunked = {}
     for start, stop in ((0, 5), (5, 10)):
         lo, hi = max(0, start - context), min(len(frames), stop + context)

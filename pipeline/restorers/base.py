@@ -25,7 +25,7 @@ class TrackRefs:
 class Restorer(Protocol):
     name: str
     # the crop size the restorer needs (e.g. 512 for models trained on FFHQ-512); None: any size, so each
-    # face is cropped near its own resolution (see process.crop_size_for)
+    # face is cropped near its own resolution (see process.crop_geometry)
     crop_size: int | None
     # True when the output's low frequencies are the input's own (averaged, not generated): no colour
     # match is needed after it

@@ -1,7 +1,7 @@
 """The `fusion` restorer: multi-frame fusion along a track, with no weights and nothing invented.
 
 Per ordered run of one track's crops (any crop size: the caller crops each face near its own
-resolution, see process.crop_size_for):
+resolution, see process.crop_geometry):
 1. every crop's 2r nearest crops are flow-aligned to it (DIS optical flow between each pair, computed
    once per directed pair and reused by both crops' windows);
 2. the aligned stack is averaged with per-pixel weights that drop where a neighbour disagrees with the
