@@ -33,8 +33,9 @@ class DetectConfig:
     backend: str = "retinaface"  # retinaface (offline, ships with the package) | scrfd (insightface)
     threshold: float = 0.6
     min_face: int = 20  # px; smaller faces are ignored
-    small_face: int = 40  # px; frames with faces under this get an upscaled second pass
+    small_face: int = 40  # px at the detection scale; faces under this get a 2x second pass around them
     stride: int = 1  # detect every n-th frame, Kalman prediction in between
+    scan_size: int = 360  # px: frames are detected downscaled to this short side; 0: full resolution
     device: str = "auto"
 
 
@@ -47,7 +48,8 @@ class TrackConfig:
     max_gap: int = 30  # frames a lost track is kept for re-identification
     min_hits: int = 5  # frames of detections before a track is confirmed (/ stride); fewer is flicker
     reid_threshold: float | None = None  # embedding cosine: same person; None: the embedder's calibrated one
-    embed_every: int = 5  # embed faces on every n-th detected frame (dlib costs ~0.1 s a face on CPU)
+    embed_every: int = 30  # frames between two embeddings of one face (dlib: ~0.13 s a face on CPU)
+    embed_near_every: int = 5  # the same while another face is close (crossings need appearance)
     bridge_gap: int = 5  # missed frames filled by the motion model; longer gaps stay holes (occlusions)
     shot_threshold: float = 27.0  # PySceneDetect ContentDetector threshold
     smoothing: float = 1.0  # landmark measurement-noise scale for the RTS smoother; 0 disables
@@ -145,6 +147,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "detect.min_face": (1, None, False),
     "detect.small_face": (0, None, False),
     "detect.stride": (1, None, False),
+    "detect.scan_size": (0, None, False),
     "track.iou_weight": (0, None, False),
     "track.embedding_weight": (0, None, False),
     "track.max_cost": (0, None, True),
@@ -152,6 +155,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "track.min_hits": (1, None, False),
     "track.reid_threshold": (-1, 1, False),
     "track.embed_every": (1, None, False),
+    "track.embed_near_every": (1, None, False),
     "track.bridge_gap": (0, None, False),
     "track.shot_threshold": (0, None, True),
     "track.smoothing": (0, None, False),

@@ -6,19 +6,22 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
 from pipeline.errors import ReelfaceError
 
-from .detectors import get_detector
-from .embedders import get_embedder, recognisable
+from .detectors import get_detector, resized, scan_scale
+from .embedders import get_embedder, recognisable, same_person_threshold
 from .faces import Face
+from .follow import Follower
 from .shots import ShotScorer, thumbnail
 
-BATCH_FRAMES = 8  # frames per detector call (one ONNX batch)
+DECODE_AHEAD = 4  # frames decoded ahead of detection (one 1080p RGB frame is 6 MB)
 
 
 @dataclass
@@ -40,10 +43,6 @@ def is_detection_frame(index: int, cfg) -> bool:
     return index % max(1, cfg.detect.stride) == 0
 
 
-def is_embedding_frame(index: int, cfg) -> bool:
-    return index % (max(1, cfg.detect.stride) * max(1, cfg.track.embed_every)) == 0
-
-
 _MODELS: dict[str, tuple] = {}
 
 
@@ -56,47 +55,103 @@ def models_for(cfg):
     return _MODELS[key]
 
 
-def decode_rgb(path, start: int, stop: int | None) -> Iterator[tuple[int, np.ndarray]]:
+@dataclass
+class DecodedFrame:
+    index: int
+    rgb: np.ndarray
+    thumbnail: np.ndarray
+    shot_score: float  # against the previous frame of the chunk; NaN for the first
+    cut: bool  # the shot score passes the cut threshold: nothing before it is expected after it
+    scale: float  # of `image` to `rgb`
+    image: np.ndarray | None  # what the detector sees (downscaled to detect.scan_size) on detection frames
+
+
+def decoded_frames(path, start: int, stop: int, cfg) -> Iterator[DecodedFrame]:
+    """Decode, shot-score and downscale: the per-frame work that needs no model."""
     from pipeline.video import decode
 
+    scorer = ShotScorer()
     for frame in decode(path, start, stop):
-        yield frame.index, frame.rgb
+        rgb = frame.rgb
+        thumb = thumbnail(rgb)
+        score = scorer.score(thumb)
+        scale = scan_scale(rgb.shape, cfg.detect.scan_size)
+        image = resized(rgb, scale) if is_detection_frame(frame.index, cfg) else None
+        # NaN (the chunk's first frame) is no cut
+        yield DecodedFrame(frame.index, rgb, thumb, score, score >= cfg.track.shot_threshold, scale, image)
+
+
+T = TypeVar("T")
+
+
+def prefetch(items: Iterable[T], ahead: int) -> Iterator[T]:
+    """`items` produced by a background thread up to `ahead` in advance, so decoding (FFmpeg, swscale,
+    OpenCV: all release the GIL) runs on one core while the models run on the other."""
+    buffer: queue.Queue = queue.Queue(maxsize=ahead)
+    end, stop = object(), threading.Event()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        iterator = iter(items)
+        try:
+            for item in iterator:
+                if stop.is_set():
+                    break
+                buffer.put(item)
+        except BaseException as exc:  # handed to the consumer, raised there
+            failure.append(exc)
+        finally:
+            getattr(iterator, "close", lambda: None)()
+            buffer.put(end)
+
+    thread = threading.Thread(target=produce, name="decode", daemon=True)
+    thread.start()
+    try:
+        while (item := buffer.get()) is not end:
+            yield item
+        if failure:
+            raise failure[0]
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full buffer
+            try:
+                buffer.get(timeout=0.05)
+            except queue.Empty:
+                pass
 
 
 def detect_chunk(path, start: int, stop: int, cfg, on_frame: Callable[[], None] | None = None) -> ChunkDetections:
     """Detect faces in frames [start, stop) of `path` and score them for shot cuts. `on_frame` is called
-    once per decoded frame (progress bars)."""
+    once per decoded frame (progress bars).
+
+    Frames are detected downscaled to `detect.scan_size` (decoded and downscaled in a second thread);
+    faces get an embedding only when their tracklet needs one (`Follower.wants_embedding`).
+    """
     detector, embedder = models_for(cfg)
-    scorer = ShotScorer()
+    follower = Follower(cfg.track, same_person_threshold(cfg), keep=cfg.track.bridge_gap)
     n = stop - start
     faces: list[list[Face]] = [[] for _ in range(n)]
     detected = np.zeros(n, bool)
     scores = np.full(n, np.nan)
     first = last = None
-    pending: list[tuple[int, np.ndarray]] = []
-
-    def flush() -> None:
-        for (index, rgb), found in zip(pending, detector.detect([rgb for _, rgb in pending])):
-            if found and is_embedding_frame(index, cfg):
-                good = [face for face in found if recognisable(rgb, face, found)]
-                for face, vector in zip(good, embedder.embed(rgb, good)):
-                    face.embedding = vector
-            faces[index - start] = found
-            detected[index - start] = True
-        pending.clear()
-
-    for index, rgb in decode_rgb(path, start, stop):
-        thumb = thumbnail(rgb)
-        scores[index - start] = scorer.score(thumb)
-        first = thumb if first is None else first
-        last = thumb
-        if is_detection_frame(index, cfg):
-            pending.append((index, rgb))
-            if len(pending) == BATCH_FRAMES:
-                flush()
+    for frame in prefetch(decoded_frames(path, start, stop, cfg), DECODE_AHEAD):
+        k = frame.index - start
+        scores[k] = frame.shot_score
+        first = frame.thumbnail if first is None else first
+        last = frame.thumbnail
+        if frame.image is not None:
+            if frame.cut:
+                follower.clear()
+            found = detector.detect_scaled(frame.rgb, frame.image, frame.scale)
+            owners = follower.follow(frame.index, found)
+            wanted = [f for f, want in zip(found, follower.wants_embedding(frame.index, owners, found))
+                      if want and recognisable(frame.rgb, f, found)]
+            for face, vector in zip(wanted, embedder.embed(frame.rgb, wanted)):
+                face.embedding = vector
+            follower.record(frame.index, found, owners)
+            faces[k], detected[k] = found, True
         if on_frame is not None:
             on_frame()
-    flush()
     if first is None:
         raise ReelfaceError(f"no frames decoded in {path} between {start} and {stop}: is the file truncated?")
     return ChunkDetections(start, stop, faces, detected, scores, first, last)

@@ -180,38 +180,80 @@ def covered_fraction(box: np.ndarray, others: np.ndarray, samples: int = 16) -> 
 MAX_COVERED = 0.6
 
 
+def drop_phantoms(faces: list[Face], min_face: float) -> list[Face]:
+    """Faces of at least `min_face` px, best first, without boxes that lie mostly over better ones."""
+    faces = sorted((f for f in faces if f.size >= min_face), key=lambda f: -f.score)
+    kept: list[Face] = []
+    for f in faces:
+        if covered_fraction(f.box, np.array([k.box for k in kept])) <= MAX_COVERED:
+            kept.append(f)
+    return kept
+
+
+def scan_scale(shape: tuple[int, ...], scan_size: int) -> float:
+    """Factor that brings a frame's short side down to `scan_size` (never enlarges; 0: full size)."""
+    return min(1.0, scan_size / min(shape[:2])) if scan_size > 0 else 1.0
+
+
+def resized(image: np.ndarray, scale: float) -> np.ndarray:
+    if scale == 1.0:
+        return image
+    h, w = image.shape[:2]
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interpolation)
+
+
+def scaled(face: Face, scale: float, x0: float = 0.0, y0: float = 0.0) -> Face:
+    """A face found in an image that is the frame scaled by `scale` from (x0, y0), in frame pixels."""
+    origin = np.array([x0, y0], np.float32)
+    return Face((face.box.reshape(2, 2) / scale + origin).ravel(), face.landmarks / scale + origin, face.score)
+
+
+SMALL_REGION_MARGIN = 1.5  # the second pass looks this many small_face sizes around the small faces
+
+
 class SmallFaceDetector:
-    """Wraps a detector: frames where it found a face under `small_face` px get a second pass at 2x,
-    whose detections (more reliable landmarks for tiny faces) replace the first pass's where they overlap.
-    Faces under `min_face` px, and phantom boxes covered by higher-scored faces, are dropped."""
+    """Wraps a detector. The frame is detected as given or downscaled (`detect_scaled`: a big frame
+    needs no more pixels than its faces do); where a face under `small_face` px (at that scale) is found,
+    the region around the small faces is detected again at twice that scale from the frame's own pixels,
+    and those detections (more reliable landmarks for tiny faces, and tiny faces next to them) replace the
+    first pass's where they overlap. Faces under `min_face` frame px, and phantom boxes covered by
+    higher-scored faces, are dropped."""
 
     def __init__(self, detector: Detector, min_face: int, small_face: int):
         self.detector, self.min_face, self.small_face = detector, min_face, small_face
 
     def detect(self, frames: list[np.ndarray]) -> list[list[Face]]:
-        results = self.detector.detect(frames)
-        again = [k for k, faces in enumerate(results) if any(f.size < self.small_face for f in faces)]
-        if again and self.small_face > 0:
-            upscaled = [cv2.resize(frames[k], None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC) for k in again]
-            for k, faces2 in zip(again, self.detector.detect(upscaled)):
-                small = [Face(f.box / 2, f.landmarks / 2, f.score) for f in faces2]
-                small = [f for f in small if f.size < 2 * self.small_face]
-                faces = small + results[k]
-                priority = np.array([f.score + (1.0 if i < len(small) else 0.0) for i, f in enumerate(faces)])
-                boxes = np.array([f.box for f in faces])
-                results[k] = [faces[i] for i in nms(boxes, priority, RetinaFaceDetector.NMS_IOU)]
-        return [self._clean(faces) for faces in results]
+        return [self._second_pass(frame, 1.0, faces) for frame, faces in zip(frames, self.detector.detect(frames))]
 
-    def _clean(self, faces: list[Face]) -> list[Face]:
-        faces = sorted((f for f in faces if f.size >= self.min_face), key=lambda f: -f.score)
-        kept: list[Face] = []
-        for f in faces:
-            if covered_fraction(f.box, np.array([k.box for k in kept])) <= MAX_COVERED:
-                kept.append(f)
-        return kept
+    def detect_scaled(self, frame: np.ndarray, image: np.ndarray, scale: float) -> list[Face]:
+        """Faces of `frame`, in its pixels, from `image` = `resized(frame, scale)`."""
+        faces = [scaled(f, scale) for f in self.detector.detect([image])[0]]
+        return self._second_pass(frame, scale, faces)
+
+    def _second_pass(self, frame: np.ndarray, scale: float, faces: list[Face]) -> list[Face]:
+        small = [f for f in faces if f.size * scale < self.small_face]
+        if small and self.small_face > 0:
+            h, w = frame.shape[:2]
+            margin = SMALL_REGION_MARGIN * self.small_face / scale
+            boxes = np.array([f.box for f in small])
+            x0, y0 = (max(0, int(v - margin)) for v in boxes[:, :2].min(0))
+            x1, y1 = min(w, int(boxes[:, 2].max() + margin) + 1), min(h, int(boxes[:, 3].max() + margin) + 1)
+            again = [scaled(f, 2 * scale, x0, y0)
+                     for f in self.detector.detect([resized(frame[y0:y1, x0:x1], 2 * scale)])[0]]
+            inner = np.array([x0 if x0 > 0 else -np.inf, y0 if y0 > 0 else -np.inf,
+                              x1 if x1 < w else np.inf, y1 if y1 < h else np.inf])
+            # a face cut by the region's edge (inside the frame) is only part of a face
+            again = [f for f in again if f.size * scale < 2 * self.small_face
+                     and (f.box[:2] > inner[:2] + 1).all() and (f.box[2:] < inner[2:] - 1).all()]
+            faces = again + faces
+            priority = np.array([f.score + (1.0 if i < len(again) else 0.0) for i, f in enumerate(faces)])
+            keep = nms(np.array([f.box for f in faces]), priority, RetinaFaceDetector.NMS_IOU)
+            faces = [faces[i] for i in keep]
+        return drop_phantoms(faces, self.min_face)
 
 
-def get_detector(cfg) -> Detector:
+def get_detector(cfg) -> SmallFaceDetector:
     """The detector named by cfg.detect (a DetectConfig or the whole Config)."""
     dcfg = getattr(cfg, "detect", cfg)
     if dcfg.backend == "retinaface":
