@@ -128,7 +128,7 @@ def detect_chunk(path, start: int, stop: int, cfg, on_frame: Callable[[], None] 
     faces get an embedding only when their tracklet needs one (`Follower.wants_embedding`).
     """
     detector, embedder = models_for(cfg)
-    follower = Follower(cfg.track, same_person_threshold(cfg), keep=cfg.track.bridge_gap)
+    follower = Follower(cfg.track, same_person_threshold(cfg), cfg.track.bridge_gap, cfg.detect.stride)
     n = stop - start
     faces: list[list[Face]] = [[] for _ in range(n)]
     detected = np.zeros(n, bool)

@@ -118,9 +118,9 @@ class ArcFaceEmbedder:
     def __init__(self, device: str = "auto", pack: str = "buffalo_l"):
         import onnxruntime as ort
 
-        from .detectors import find_insightface_model, onnx_providers
+        from .detectors import find_insightface_model, onnx_providers, session_options
 
-        self.session = ort.InferenceSession(str(find_insightface_model(pack, "w600k")),
+        self.session = ort.InferenceSession(str(find_insightface_model(pack, "w600k")), session_options(),
                                             providers=onnx_providers(device))
         self.input = self.session.get_inputs()[0].name
 

@@ -12,7 +12,7 @@ import numpy as np
 from .detectors import box_iou
 from .faces import Face
 from .kalman import KalmanBoxTracker
-from .tracker import Tracklet, associate
+from .tracker import Tracklet, associate, hits_to_confirm
 
 NEAR_GROWTH = 0.5  # a face is near another when their boxes, grown by this much of their size, touch
 
@@ -32,10 +32,11 @@ def near_others(faces: list[Face]) -> np.ndarray:
 class Follower:
     """Known faces of the current shot; tracklets not seen for `keep` frames are forgotten."""
 
-    def __init__(self, track_cfg, same_person: float, keep: int):
+    def __init__(self, track_cfg, same_person: float, keep: int, stride: int):
         self.cfg, self.same_person, self.keep = track_cfg, same_person, keep
+        self.min_hits = hits_to_confirm(track_cfg, stride)
         self.tracklets: list[Tracklet] = []
-        self.embedded_at: dict[int, int] = {}  # tracklet id -> frame of its last embedding
+        self.embedded: dict[int, tuple[int, int]] = {}  # tracklet id -> frames of its first and last embedding
         self.next_id = 0
 
     def clear(self) -> None:
@@ -60,17 +61,24 @@ class Follower:
         return owners
 
     def wants_embedding(self, frame_index: int, owners: list[Tracklet], faces: list[Face]) -> list[bool]:
-        """A face is embedded when its tracklet has no embedding yet, or its last one is `embed_every`
-        frames old (`embed_near_every` while another face is near)."""
+        """A face is embedded once its tracklet is confirmed (a face coming out from behind something is
+        half hidden for its first frames), then again when its last embedding is old: the gap grows
+        with the time since the first (`embed_near_every` up to `embed_every` frames), so a new face
+        gets several views early and a long one a few a second; while another face is near, every
+        `embed_near_every` frames (crossings are where the tracker needs appearance)."""
         wants = []
         for owner, near in zip(owners, near_others(faces)):
-            last = self.embedded_at.get(owner.tracklet_id)
-            every = self.cfg.embed_near_every if near else self.cfg.embed_every
-            wants.append(last is None or frame_index - last >= every)
+            if owner.tracklet_id not in self.embedded:
+                wants.append(len(owner.frames) + 1 >= self.min_hits)
+                continue
+            first, last = self.embedded[owner.tracklet_id]
+            gap = min(max(last - first, self.cfg.embed_near_every), self.cfg.embed_every)
+            wants.append(frame_index - last >= (self.cfg.embed_near_every if near else gap))
         return wants
 
     def record(self, frame_index: int, faces: list[Face], owners: list[Tracklet]) -> None:
         for face, owner in zip(faces, owners):
             owner.add(frame_index, face)
             if face.embedding is not None:
-                self.embedded_at[owner.tracklet_id] = frame_index
+                first, _ = self.embedded.get(owner.tracklet_id, (frame_index, frame_index))
+                self.embedded[owner.tracklet_id] = (first, frame_index)

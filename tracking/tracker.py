@@ -95,14 +95,19 @@ def associate(tracklets: list[Tracklet], faces: list[Face], iou_weight: float, e
     return matches, [j for j in range(len(faces)) if j not in matched]
 
 
+def hits_to_confirm(track_cfg, stride: int) -> int:
+    """Detections before a tracklet is confirmed: min_hits counts frames of evidence, and with a
+    detection stride fewer detections cover as many frames."""
+    return max(2, -(-track_cfg.min_hits // max(1, stride)))
+
+
 class Tracker:
     """Follows faces through one shot. Feed it every detected frame in order, then call `finish`."""
 
     def __init__(self, track_cfg, same_person: float, stride: int = 1):
         self.cfg = track_cfg
         self.same_person = same_person
-        # min_hits counts frames of evidence: with a detection stride, fewer detections cover as many frames
-        self.min_hits = max(2, -(-track_cfg.min_hits // max(1, stride)))
+        self.min_hits = hits_to_confirm(track_cfg, stride)
         self.next_id = 0
         self.active: list[Tracklet] = []
         self.done: list[Tracklet] = []
