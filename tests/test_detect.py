@@ -90,3 +90,42 @@ def test_missing_insightface_models_say_what_to_do(monkeypatch, tmp_path):
         get_embedder(load_config("default", ["track.embedder=arcface"]))
     with pytest.raises(ReelfaceError, match="retinaface | scrfd"):
         get_detector(load_config("default", ["detect.backend=yolo"]))
+
+
+def test_a_big_frame_detected_downscaled_gives_its_faces_in_frame_pixels(detector, data_dir):
+    """What video detection does with a 1080p frame (detect.scan_size): the faces of a 360 px copy,
+    mapped back to the frame, land where full-resolution detection puts them."""
+    from tracking.detectors import resized, scan_scale
+
+    frame = read(data_dir / "images" / "obama-1080p.jpg")
+    scale = scan_scale(frame.shape, load_config().detect.scan_size)
+    assert scale < 0.5
+    full = detector.detect([frame])[0]
+    downscaled = detector.detect_scaled(frame, resized(frame, scale), scale)
+    assert len(full) == len(downscaled) == 1
+    err = np.linalg.norm(downscaled[0].landmarks - full[0].landmarks, axis=1) / full[0].size
+    assert err.max() < 0.06
+    assert np.abs(downscaled[0].box - full[0].box).max() < 0.1 * full[0].size
+
+
+def test_a_tiny_face_next_to_a_small_one_is_found_by_the_second_pass(detector, data_dir):
+    """A frame detected at 1/5 scale: a face 34 px there is small, so the region around it is detected
+    again at twice that scale from the frame's own pixels, which finds the 16 px face beside it that
+    the first pass misses."""
+    from tracking.detectors import SmallFaceDetector, resized
+    from tracking_clips import face_patch
+
+    patch, _ = face_patch(read(data_dir / "images" / "obama-1080p.jpg"), detector, margin=2.0)
+    frame = np.full((600, 900, 3), 90, np.uint8)
+    scale = 0.2
+    for size, (x, y) in ((34, (100, 100)), (16, (480, 120))):  # face sizes at the detection scale
+        side = int(2 * size / scale)  # the patch is twice the face
+        frame[y:y + side, x:x + side] = cv2.resize(patch, (side, side), interpolation=cv2.INTER_AREA)
+    image = resized(frame, scale)
+    first_pass_only = SmallFaceDetector(detector.detector, detector.min_face, 0)
+    assert len(first_pass_only.detect_scaled(frame, image, scale)) == 1
+    faces = sorted(detector.detect_scaled(frame, image, scale), key=lambda f: f.box[0])
+    assert len(faces) == 2
+    tiny = faces[1]
+    assert 480 < tiny.box[0] and tiny.box[2] < 480 + 2 * 16 / scale and 120 < tiny.box[1]
+    assert 0.5 < tiny.size * scale / 16 < 1.5

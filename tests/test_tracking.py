@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_config
+from tracking.detect import prefetch
 from tracking.embedders import normalise
 from tracking.faces import Face, Track, TrackSet
+from tracking.follow import Follower
 from tracking.kalman import KalmanBoxTracker
 from tracking.shots import find_cuts
 from tracking.smoothing import rts_smooth
@@ -91,6 +93,81 @@ def test_persons_merge_by_embedding_but_never_within_a_frame():
     persons = assign_persons(e, frames, 0.95)
     assert persons[0] == persons[1] and persons[2] != persons[0] and persons[3] != persons[0]
     assert assign_persons([None, identity(0)], [[0], [5]], 0.95) == [0, 1]
+
+
+def embedded_frames(paths, frames, cfg=CFG, stride=1):
+    """Frames on which the follower asks for each face's embedding; paths[k](f) is face k's centre."""
+    follower = Follower(cfg.track, 0.95, keep=cfg.track.bridge_gap, stride=stride)
+    wanted = [[] for _ in paths]
+    for f in frames:
+        faces = [face_at(*path(f)) for path in paths]
+        owners = follower.follow(f, faces)
+        for k, (face, want) in enumerate(zip(faces, follower.wants_embedding(f, owners, faces))):
+            if want:
+                face.embedding = identity(k)
+                wanted[k].append(f)
+        follower.record(f, faces, owners)
+    return wanted
+
+
+def test_a_lone_face_is_embedded_once_confirmed_then_less_and_less_often():
+    (wanted,) = embedded_frames([lambda f: (100 + 2 * f, 100)], range(300))
+    assert wanted[0] == CFG.track.min_hits - 1  # not while it may still be coming out from behind something
+    gaps = np.diff(wanted)
+    assert gaps[0] == CFG.track.embed_near_every and gaps.max() == CFG.track.embed_every
+    assert np.all(np.diff(gaps) >= 0)
+    assert len(wanted) < 300 / CFG.track.embed_near_every / 3  # the old policy: every 5th frame
+    # with a detection stride, the wait for confirmation counts frames, not detections
+    (strided,) = embedded_frames([lambda f: (100 + 2 * f, 100)], range(0, 60, 3), stride=3)
+    assert 0 < strided[0] < CFG.track.min_hits
+
+
+def test_faces_close_together_are_embedded_often_and_a_returning_face_again():
+    near, far = embedded_frames([lambda f: (100, 100), lambda f: (180, 100)], range(100))
+    assert np.diff(near).max() == CFG.track.embed_near_every  # 20 px between two 60 px faces: a crossing may come
+    assert near == far
+    # gone for longer than the follower keeps a face: a new tracklet, confirmed and embedded again
+    frames = list(range(30)) + list(range(30 + CFG.track.bridge_gap + 2, 80))
+    (wanted,) = embedded_frames([lambda f: (100, 100)], frames)
+    back = frames[30]
+    assert back + CFG.track.min_hits - 1 in wanted
+    assert not [f for f in wanted if back <= f < back + CFG.track.min_hits - 1]
+
+
+def test_prefetch_hands_over_items_and_the_producers_error():
+    from pipeline.errors import ReelfaceError
+
+    def items():
+        yield 1
+        yield 2
+        raise ReelfaceError("truncated")
+
+    got = []
+    with pytest.raises(ReelfaceError, match="truncated"):
+        for item in prefetch(items(), 1):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_prefetch_stops_its_producer_when_the_consumer_stops():
+    import itertools
+    import threading
+
+    closed, threads = threading.Event(), set()
+
+    def items():
+        try:
+            for i in itertools.count():
+                threads.add(threading.current_thread().name)
+                yield i
+        finally:
+            closed.set()
+
+    consumer = prefetch(items(), 2)
+    assert next(consumer) == 0
+    consumer.close()
+    assert closed.wait(5)
+    assert threads == {"decode"}
 
 
 def test_rts_smoothing_removes_jitter_without_lag():
