@@ -42,12 +42,14 @@ def onnx_providers(device: str) -> list[str]:
 
 
 def session_options():
-    """ONNX Runtime settings for our small models: no busy-waiting between the ops of a run. Spinning
-    threads halve the wait on an idle machine but double the CPU a frame costs (measured: RetinaFace on
-    640x384, 36 -> 18 CPU ms), CPU the decode thread and the other workers of a shared machine need."""
+    """ONNX Runtime settings for our small models: one core fewer than OpenCV may use (the decode thread
+    has it; in a Ray task OpenCV is set to the task's cores) and no busy-waiting between the ops of a
+    run. Spinning threads shorten the wait on an idle machine but double the CPU a frame costs
+    (measured: RetinaFace on 640x384, 36 -> 18 CPU ms), CPU the decode thread needs."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, cv2.getNumThreads() - 1)
     options.inter_op_num_threads = 1  # these graphs are one chain of ops
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
@@ -117,10 +119,13 @@ class RetinaFaceDetector:
         # pad to a multiple of 32 so every FPN level lines up with the priors; padding is mean-grey (0 after
         # subtraction), so it adds no edges
         ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
-        batch = np.zeros((len(frames), ph, pw, 3), np.float32)
+        batch = np.zeros((len(frames), 3, ph, pw), np.float32)
         for k, frame in enumerate(frames):
-            batch[k, :h, :w] = frame[..., ::-1].astype(np.float32) - self.MEAN_BGR
-        loc, conf, landmarks = self.session.run(None, {"input": np.ascontiguousarray(batch.transpose(0, 3, 1, 2))})
+            for c in range(3):  # RGB in, BGR planes out, in place: a seventh of a transposed copy's time
+                plane = batch[k, c, :h, :w]
+                plane[:] = frame[..., 2 - c]
+                plane -= self.MEAN_BGR[c]
+        loc, conf, landmarks = self.session.run(None, {"input": batch})
         priors = self.priors(ph, pw)
         results = []
         for k in range(len(frames)):
