@@ -49,7 +49,7 @@ class TrackConfig:
     min_hits: int = 5  # frames of detections before a track is confirmed (/ stride); fewer is flicker
     reid_threshold: float | None = None  # embedding cosine: same person; None: the embedder's calibrated one
     embed_every: int = 30  # frames between two embeddings of one face (dlib: ~0.13 s a face on CPU)
-    embed_near_every: int = 5  # the same while another face is close (crossings need appearance)
+    embed_near_every: int = 10  # the same while another face is close; also the first gaps of a new face
     bridge_gap: int = 5  # missed frames filled by the motion model; longer gaps stay holes (occlusions)
     shot_threshold: float = 27.0  # PySceneDetect ContentDetector threshold
     smoothing: float = 1.0  # landmark measurement-noise scale for the RTS smoother; 0 disables
