@@ -139,9 +139,9 @@ def detect_chunk(path, start: int, stop: int, cfg, on_frame: Callable[[], None] 
         scores[k] = frame.shot_score
         first = frame.thumbnail if first is None else first
         last = frame.thumbnail
+        if frame.cut:  # also between two detected frames (stride)
+            follower.clear()
         if frame.image is not None:
-            if frame.cut:
-                follower.clear()
             found = detector.detect_scaled(frame.rgb, frame.image, frame.scale)
             owners = follower.follow(frame.index, found)
             wanted = [f for f, want in zip(found, follower.wants_embedding(frame.index, owners, found))
