@@ -35,8 +35,8 @@ def _cfg(folder, **restore):
     return load_config("default", [f"restore.{k}={v}" for k, v in values.items()])
 
 
-def _crops(golden, n=2) -> torch.Tensor:
-    return golden[1]["faces_uint8"][:n].float() / 255
+def _crops(golden) -> torch.Tensor:
+    return golden[1]["faces_uint8"].float() / 255
 
 
 def _restore_seeing_the_prompt(restorer, crops: torch.Tensor):
@@ -52,12 +52,8 @@ def _restore_seeing_the_prompt(restorer, crops: torch.Tensor):
     return out, torch.cat([codes for codes, _ in seen]), torch.cat([embeds for _, embeds in seen])
 
 
-@pytest.fixture(scope="module")
-def restorer(golden):
-    return get_restorer(_cfg(golden[0]).restore)
-
-
-def test_fp32_restores_as_the_reference(golden, restorer):
+def test_fp32_restores_as_the_reference(golden):
+    restorer = get_restorer(_cfg(golden[0]).restore)
     crops, expected = _crops(golden), golden[1]
     out, codes, embeds = _restore_seeing_the_prompt(restorer, crops)  # batch_size 2: one pass
     assert torch.equal(codes, expected["codes"])

@@ -22,8 +22,8 @@ VAE_TILE = 256  # px; with restore.vae_tiling the VAE works on 256 px tiles of t
 
 @contextmanager
 def _ieee_fp32_convolutions():
-    """cuDNN runs fp32 convolutions in TF32 (a 10-bit mantissa) by default on recent GPUs: coarse enough to
-    move the visual prompt's codes, as bf16 does. Scoped to the model's calls."""
+    """cuDNN runs fp32 convolutions in TF32 (a 10-bit mantissa) by default on recent GPUs: the visual prompt's
+    codes are proven exact in fp32 only (bf16, 7 bits, moved them). Scoped to the model's calls."""
     conv = torch.backends.cudnn.conv
     saved, conv.fp32_precision = conv.fp32_precision, "ieee"
     try:
