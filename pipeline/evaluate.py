@@ -1,9 +1,11 @@
 """`reelface evaluate`, and the reusable ground-truth protocol behind the quality figures.
 
 With ground truth (generated clips): PSNR and SSIM (whole frame and face boxes), identity cosine to the
-ground truth, landmark distance (AKD) and flow-warping temporal error (E_warp, motion from the ground
-truth), each for the input and the restored video. Without ground truth (real footage): identity
-consistency along each face track, E_warp with the input's motion, and a side-by-side video.
+ground truth, landmark distance (AKD) and flow-warping temporal error, each for the input and the restored
+video. Without ground truth (real footage): identity consistency along each face track, E_warp, and a
+side-by-side video. E_warp is always pipeline.metrics.warp_errors: flow computed on the input video, every
+video warped with it, occlusions masked; face_e_warp only inside the face boxes. So a restoration that
+adds flicker the input does not have scores above the input (ratio restored / input > 1).
 
 The generated clip (documented protocol, `make_ground_truth_clip`): a sharp photo from ../shared/data,
 cropped around its face, moved along a smooth random similarity path (pipeline.synth.clean_clip) at
@@ -33,6 +35,7 @@ class GroundTruthClip:
     clean: list[np.ndarray]  # uint8 RGB frames: the ground truth
     degraded: list[np.ndarray]  # the same frames degraded: the input to restore
     landmarks: np.ndarray  # (N, 5, 2) exact landmarks of the face on every frame
+    boxes: np.ndarray  # (N, 4) x0, y0, x1, y1: the photo's detected face box carried along the path (its bounds)
 
 
 def _largest_face(faces):
@@ -45,30 +48,53 @@ def _detector():
     return RetinaFaceDetector(threshold=0.6, device="cpu")
 
 
-def make_ground_truth_clip(photo: str | Path | np.ndarray, n_frames: int = 24, size: int = 512, seed: int = 0,
-                           detector=None) -> GroundTruthClip:
-    """A clean clip of the photo's face on a smooth path, its degraded version and exact landmarks."""
+def make_ground_truth_clip(photo: str | Path | np.ndarray, n_frames: int = 24, size: int | tuple[int, int] = 512,
+                           seed: int = 0, detector=None, face_size: float | None = None,
+                           degradation: str = "chain") -> GroundTruthClip:
+    """A clean clip of the photo's face on a smooth path, its degraded version, exact landmarks and boxes.
+
+    size: the frame, square side or (width, height). Without face_size the photo is cropped around its
+    face (FACE_MARGIN face sizes) and the crop fills the frame. With face_size the whole photo is shown
+    scaled so that its face box's longer side is face_size px, the face at the frame's centre and the
+    photo's own surroundings around it. degradation: one of pipeline.synth.DEGRADATIONS.
+    """
     rgb = _read_rgb(photo) if not isinstance(photo, np.ndarray) else photo
     face = _largest_face((detector or _detector()).detect([rgb])[0])
     if face is None:
         raise ReelfaceError(f"no face found in {photo}: use a photo with a clear frontal face")
+    width, height = (size, size) if isinstance(size, int) else size
     x0, y0, x1, y1 = face.box
-    side = FACE_MARGIN * max(x1 - x0, y1 - y0)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    # square crop around the face (reflect at the photo's borders), so the face fills much of the clip
-    m = np.array([[1, 0, side / 2 - cx], [0, 1, side / 2 - cy]], np.float32)
-    crop = cv2.warpAffine(rgb, m, (int(side), int(side)), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-    landmarks = face.landmarks + m[:, 2]
-    # clean_clip scales the crop by ~1.25 * size / side: pre-shrink big photos so that is not a downscale
-    # by point sampling (aliasing would not be "sharp ground truth")
-    target = int(np.ceil(1.3 * size))
-    if crop.shape[0] > target:
-        s = target / crop.shape[0]
-        crop = cv2.resize(crop, (target, target), interpolation=cv2.INTER_AREA)
-        landmarks = landmarks * s
-    clean, transforms = clean_clip(crop, n_frames, (size, size), seed=seed)
-    lms = np.einsum("nij,pj->npi", transforms[:, :, :2], landmarks) + transforms[:, None, :, 2]
-    return GroundTruthClip(clean, degrade(clean, seed=seed), lms.astype(np.float32))
+    side = max(x1 - x0, y1 - y0)
+    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float32)
+    points = np.concatenate([face.landmarks, corners])  # carried along together
+    scale = anchor = None
+    if face_size is None:
+        side *= FACE_MARGIN
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        # square crop around the face (reflect at the photo's borders), so the face fills much of the clip
+        m = np.array([[1, 0, side / 2 - cx], [0, 1, side / 2 - cy]], np.float32)
+        image = cv2.warpAffine(rgb, m, (int(side), int(side)), flags=cv2.INTER_AREA,
+                               borderMode=cv2.BORDER_REPLICATE)
+        points = points + m[:, 2]
+        # clean_clip scales the crop by ~1.25 * size / side: pre-shrink big photos so that is not a downscale
+        # by point sampling (aliasing would not be "sharp ground truth")
+        shrink = min(1.0, int(np.ceil(1.3 * max(width, height))) / image.shape[0])
+    else:
+        image, scale = rgb, face_size / side
+        # the path zooms out to exp(-0.1) = 0.905: pre-shrink (area-averaged) to 0.9 of the scale, so the
+        # moving warp itself never downsamples
+        shrink = min(1.0, 0.9 * scale)
+        scale /= shrink
+        anchor = (float(x0 + x1) / 2 * shrink, float(y0 + y1) / 2 * shrink)
+    if shrink < 1.0:
+        target = (round(image.shape[1] * shrink), round(image.shape[0] * shrink))
+        points = points * (target[0] / image.shape[1], target[1] / image.shape[0])
+        image = cv2.resize(image, target, interpolation=cv2.INTER_AREA)
+    clean, transforms = clean_clip(image, n_frames, (width, height), seed=seed, scale=scale, anchor=anchor)
+    moved = np.einsum("nij,pj->npi", transforms[:, :, :2], points) + transforms[:, None, :, 2]
+    boxes = np.concatenate([moved[:, 5:].min(1), moved[:, 5:].max(1)], 1)
+    return GroundTruthClip(clean, degrade(clean, seed=seed, kind=degradation), moved[:, :5].astype(np.float32),
+                           boxes.astype(np.float32))
 
 
 def ground_truth_trackset(landmarks: np.ndarray):
@@ -103,15 +129,6 @@ def _face_box(face, shape) -> tuple[int, int, int, int]:
     return max(int(x0), 0), max(int(y0), 0), min(int(np.ceil(x1)), w), min(int(np.ceil(y1)), h)
 
 
-def _inner_box(landmarks: np.ndarray, shape) -> tuple[int, int, int, int]:
-    """Eyes, nose and mouth: the landmarks' box grown by half its larger side on every side."""
-    lo, hi = landmarks.min(0), landmarks.max(0)
-    pad = 0.5 * float((hi - lo).max())
-    h, w = shape[:2]
-    return (max(int(lo[0] - pad), 0), max(int(lo[1] - pad), 0), min(int(np.ceil(hi[0] + pad)), w),
-            min(int(np.ceil(hi[1] + pad)), h))
-
-
 def _match(faces, box):
     """The detected face whose centre lies in `box` (None when none does)."""
     x0, y0, x1, y1 = box
@@ -133,7 +150,8 @@ def _samples(n: int, k: int) -> set[int]:
 
 def measure_against_truth(videos: dict[str, list[np.ndarray]], truth: list[np.ndarray],
                           detector=None, embedder=None) -> dict:
-    """Per named video: PSNR/SSIM (frame and face), identity cosine, AKD, E_warp against the ground truth.
+    """Per named video: PSNR/SSIM (frame and face), identity cosine, AKD against the ground truth, and
+    E_warp with the motion of videos["input"] (which must be there).
 
     Faces are the detector's boxes on the ground truth; identity is compared on IDENTITY_SAMPLES frames
     spread over the clip."""
@@ -144,7 +162,9 @@ def measure_against_truth(videos: dict[str, list[np.ndarray]], truth: list[np.nd
     sampled = _samples(len(truth), IDENTITY_SAMPLES)
     truth_emb = [embedder.embed(t, [f])[0] if f is not None and k in sampled else None
                  for k, (t, f) in enumerate(zip(truth, truth_faces))]
-    flows = metrics.FlowField(truth)
+    if "input" not in videos:
+        raise ValueError("measure_against_truth needs the 'input' video: E_warp uses its motion")
+    warp = metrics.warp_errors(videos["input"], videos, boxes)
     out = {"frames": len(truth), "faces_in_truth": sum(b is not None for b in boxes)}
     for name, frames in videos.items():
         if len(frames) != len(truth):
@@ -157,7 +177,7 @@ def measure_against_truth(videos: dict[str, list[np.ndarray]], truth: list[np.nd
                 continue
             face_psnr.append(metrics.psnr(img, gt, box))
             face_ssim.append(metrics.ssim(img, gt, box))
-            inner_psnr.append(metrics.psnr(img, gt, _inner_box(gt_face.landmarks, img.shape)))
+            inner_psnr.append(metrics.psnr(img, gt, metrics.inner_face_box(gt_face.landmarks, img.shape)))
             if emb is not None:
                 ident.append(metrics.cosine(embedder.embed(img, [gt_face])[0], emb))
             match = _match(faces, box)
@@ -168,8 +188,7 @@ def measure_against_truth(videos: dict[str, list[np.ndarray]], truth: list[np.nd
             "face_psnr": _mean(face_psnr), "face_ssim": _mean(face_ssim), "inner_face_psnr": _mean(inner_psnr),
             "identity_cosine": _mean(ident), "akd_px": _mean(akd),
             "faces_detected": sum(a is not None for a in akd),
-            "e_warp": round(flows.warp_error(frames), 4),
-            "face_e_warp": round(flows.warp_error(frames, boxes), 4),
+            **warp[name],
         }
     return out
 
@@ -201,7 +220,7 @@ def _link_tracks(faces_per_frame, min_iou: float = 0.3) -> list[list[tuple[int, 
 def measure_without_truth(videos: dict[str, list[np.ndarray]], reference: list[np.ndarray],
                           detector=None, embedder=None, min_track: int = 5) -> dict:
     """Identity consistency along each face track (mean cosine of each face to its track's mean) and
-    E_warp with the reference's motion, for each named video; faces found on the reference."""
+    E_warp with the reference's (the input's) motion, for each named video; faces found on the reference."""
     detector = detector or _detector()
     embedder = embedder or _embedder()
     tracks = [t for t in _link_tracks(detector.detect(reference)) if len(t) >= min_track]
@@ -210,7 +229,7 @@ def measure_without_truth(videos: dict[str, list[np.ndarray]], reference: list[n
         for t, face in track:
             if boxes[t] is None or face.size > (boxes[t][2] - boxes[t][0]):
                 boxes[t] = _face_box(face, reference[0].shape)
-    flows = metrics.FlowField(reference)
+    warp = metrics.warp_errors(reference, videos, boxes)
     out: dict = {"frames": len(reference), "tracks": len(tracks)}
     for name, frames in videos.items():
         consistency = []
@@ -221,8 +240,7 @@ def measure_without_truth(videos: dict[str, list[np.ndarray]], reference: list[n
         out[name] = {
             "identity_consistency": _mean(consistency),
             "identity_consistency_per_track": [round(c, 4) for c in consistency],
-            "e_warp": round(flows.warp_error(frames), 4),
-            "face_e_warp": round(flows.warp_error(frames, boxes), 4) if any(b is not None for b in boxes) else None,
+            **warp[name],
         }
     return out
 

@@ -1,7 +1,8 @@
 """Test and evaluation clips with known ground truth.
 
 - `clean_clip`: a sharp photo moved along a smooth random similarity path (the ground truth).
-- `degrade`: the fixed degradation (blur, 2x down/up, noise, JPEG), seeded and deterministic.
+- `degrade`: one of the fixed degradations (DEGRADATIONS: the blur, 2x down/up, noise, JPEG chain; H.264 at
+  a low bitrate; 3x down/up only; noise only), seeded and deterministic.
 - `compose_faces`: several face images moved over backgrounds along given paths, with occluders and
   hard cuts; returns the frames and each face's ground-truth box per frame (for tracking tests).
 - `write_clip`: frames to a file with chosen timestamps (VFR), pixel format (10-bit), colour tags (HDR),
@@ -40,47 +41,83 @@ def smooth_path(n_frames: int, seed: int, period: int = 48) -> np.ndarray:
 
 
 def moving_photo(photo: np.ndarray, n_frames: int, size: tuple[int, int], seed: int = 0, shift: float = 0.08,
-                 angle: float = 6.0, zoom: float = 0.1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                 angle: float = 6.0, zoom: float = 0.1, scale: float | None = None,
+                 anchor: tuple[float, float] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(frame, 2x3 transform) pairs, one at a time (long clips without holding them): see clean_clip."""
     width, height = size
     ph, pw = photo.shape[:2]
-    base = 1.25 * max(width / pw, height / ph)  # cover the frame even when rotated / shifted
+    # default: cover the frame even when rotated / shifted
+    base = scale if scale is not None else 1.25 * max(width / pw, height / ph)
+    ax, ay = anchor if anchor is not None else (pw / 2, ph / 2)
     for dx, dy, rot, lz in smooth_path(n_frames, seed):
-        m = cv2.getRotationMatrix2D((pw / 2, ph / 2), rot * angle, base * float(np.exp(lz * zoom)))
-        m[0, 2] += width / 2 - pw / 2 + dx * shift * width
-        m[1, 2] += height / 2 - ph / 2 + dy * shift * height
+        m = cv2.getRotationMatrix2D((ax, ay), rot * angle, base * float(np.exp(lz * zoom)))
+        m[0, 2] += width / 2 - ax + dx * shift * width
+        m[1, 2] += height / 2 - ay + dy * shift * height
         frame = cv2.warpAffine(photo, m, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
         yield frame, m.astype(np.float32)
 
 
 def clean_clip(photo: np.ndarray, n_frames: int, size: tuple[int, int], seed: int = 0,
-               shift: float = 0.08, angle: float = 6.0, zoom: float = 0.1) -> tuple[list[np.ndarray], np.ndarray]:
+               shift: float = 0.08, angle: float = 6.0, zoom: float = 0.1, scale: float | None = None,
+               anchor: tuple[float, float] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     """Frames (H, W, 3 uint8 RGB) of `photo` seen through a moving camera, and each frame's 2x3 transform.
 
     size is (width, height); the path moves up to `shift` of the frame, rotates up to `angle` degrees and
-    zooms by up to +-`zoom` (log scale). The photo is first fitted to cover the frame with a margin.
+    zooms by up to +-`zoom` (log scale). By default the photo is first fitted to cover the frame with a
+    margin; with `scale` it is shown at that scale with its point `anchor` (x, y) at the frame's centre
+    (the photo reflected beyond its borders).
     """
-    pairs = list(moving_photo(photo, n_frames, size, seed, shift, angle, zoom))
+    pairs = list(moving_photo(photo, n_frames, size, seed, shift, angle, zoom, scale, anchor))
     return [f for f, _ in pairs], np.stack([m for _, m in pairs])
 
 
-def degrade(frames: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:
-    """Gaussian blur sigma 1.2, 2x area downscale + bicubic upscale, Gaussian noise sigma 8, JPEG q35.
+DEGRADATIONS = ("chain", "h264", "down3", "noise")
+NOISE_SIGMA = 8.0  # grey levels, in `chain` and `noise`
+H264_BITRATE = "250k"  # `h264`: libx264 at this bitrate (640x480 at 30 fps: visible blocking, smeared detail)
+
+
+def degrade(frames: list[np.ndarray], seed: int = 0, kind: str = "chain") -> list[np.ndarray]:
+    """The clip degraded one of the DEGRADATIONS ways:
+
+    - chain: Gaussian blur sigma 1.2, 2x area downscale + bicubic upscale, Gaussian noise sigma 8, JPEG q35
+    - h264: H.264 (libx264, preset medium, one thread) at H264_BITRATE, decoded back
+    - down3: 3x area downscale + bicubic upscale only
+    - noise: Gaussian noise sigma 8 only
 
     One generator seeded once for the clip: the same frames and seed give the same output, bit for bit.
     """
+    if kind not in DEGRADATIONS:
+        raise ValueError(f"unknown degradation '{kind}' (known: {', '.join(DEGRADATIONS)})")
+    if kind == "h264":
+        return _h264(frames)
     rng = np.random.default_rng(seed)
     out = []
     for frame in frames:
         h, w = frame.shape[:2]
-        img = cv2.GaussianBlur(frame, (0, 0), sigmaX=1.2, sigmaY=1.2, borderType=cv2.BORDER_REFLECT101)
-        img = cv2.resize(img, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
-        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
-        img = np.clip(np.rint(img.astype(np.float32) + rng.normal(0.0, 8.0, img.shape)), 0, 255).astype(np.uint8)
-        ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 35])
-        assert ok, "OpenCV could not JPEG-encode a frame"
-        out.append(cv2.cvtColor(cv2.imdecode(jpg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+        img = frame
+        if kind == "chain":
+            img = cv2.GaussianBlur(img, (0, 0), sigmaX=1.2, sigmaY=1.2, borderType=cv2.BORDER_REFLECT101)
+        if kind in ("chain", "down3"):
+            factor = 2 if kind == "chain" else 3
+            img = cv2.resize(img, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
+        if kind in ("chain", "noise"):
+            noisy = img.astype(np.float32) + rng.normal(0.0, NOISE_SIGMA, img.shape)
+            img = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+        if kind == "chain":
+            ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 35])
+            assert ok, "OpenCV could not JPEG-encode a frame"
+            img = cv2.cvtColor(cv2.imdecode(jpg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        out.append(img)
     return out
+
+
+def _h264(frames: list[np.ndarray]) -> list[np.ndarray]:
+    spec = ClipSpec(options={"preset": "medium", "b": H264_BITRATE, "threads": "1"})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_clip(Path(tmp) / "h264.mp4", frames, spec)
+        with av.open(str(path)) as container:
+            return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
 
 
 @dataclass
