@@ -80,7 +80,7 @@ class RestoreConfig:
 @dataclass
 class BlendConfig:
     strength: float = 1.0  # 0 keeps the input, 1 the full restoration
-    temporal: float = 0.5  # temporal smoothing of restored crops along a track, 0..1
+    temporal: float = 0.8  # temporal stabilisation along the input's motion, 0..1 (pipeline/stabilise.py)
     color_match: bool = True
     feather: float = 0.1  # width of the paste-back feather, as a fraction of the face size
 
