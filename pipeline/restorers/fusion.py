@@ -24,7 +24,7 @@ import torch
 from .base import TrackRefs, check_crops, tensor_to_crops
 
 TEMPORAL_RADIUS = 7  # 15 frames per window
-FLOW_MAX = 256  # px; flow is computed at most at this size (a finer grid aligns no better)
+FLOW_MAX = 128  # px; flow at half the crop size (about the frame's own resolution), at most this
 FLOW_PRESMOOTH = 0.7  # px at flow size; noise would otherwise pull the flow
 FB_TOLERANCE = 1.0  # px at flow size; forward-backward mismatch at which a neighbour's weight is exp(-1/2)
 AGREEMENT = 3.0  # a neighbour's weight is exp(-d^2 / 2 (AGREEMENT * noise)^2), d its blurred distance to the median
@@ -66,8 +66,8 @@ class PairFlows:
     def __init__(self, luma: np.ndarray):
         size = luma.shape[1]
         self.size = size
-        self.flow_size = min(size, FLOW_MAX)
-        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self.flow_size = min(max(size // 2, 32), FLOW_MAX)
+        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
         small = [cv2.resize(y, (self.flow_size, self.flow_size), interpolation=cv2.INTER_AREA) for y in luma]
         self.greys = [np.clip(_blur(y, FLOW_PRESMOOTH), 0, 255).astype(np.uint8) for y in small]
         grid = np.mgrid[0:size, 0:size].astype(np.float32)
