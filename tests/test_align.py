@@ -84,11 +84,13 @@ def test_identity_round_trip_keeps_everything(face_video):
     native_before = [f.native.to_ndarray().copy() for f in decode(path)]
     frames = list(decode(path))
     restore_frames(frames, trackset, None, IdentityRestorer(), cfg)
-    from pipeline.process import track_transforms
+    from pipeline.process import crop_geometry, track_transforms
 
     transforms = track_transforms(trackset.tracks[0])
+    size, zoom = crop_geometry(transforms, IdentityRestorer())  # the crops the face path took
+    transforms = align.crop_transforms(transforms, size, zoom)
     for k, frame in enumerate(frames):
-        mask = align.paste_mask(transforms[k], original[k].shape, cfg.blend.feather)
+        mask = align.paste_mask(transforms[k], original[k].shape, cfg.blend.feather, size)
         outside = mask == 0
         assert outside.mean() > 0.2 and (~outside).mean() > 0.2
         after_native = frame.native.to_ndarray()
