@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from .base import TrackRefs, check_crops
+from .base import CROP_SIZE, TrackRefs, check_crops
 
 DETAIL_LEVEL = 6.0  # grey levels (0..255), standard deviation of the added detail
 DETAIL_GRAIN = 1.0  # px in the 512 crop: Gaussian blur of the noise (fine detail, not single-pixel noise)
@@ -24,12 +24,13 @@ DETAIL_GRAIN = 1.0  # px in the 512 crop: Gaussian blur of the noise (fine detai
 class FlickerRestorer:
     name = "flicker"
     temporal_radius = 0
+    crop_size = CROP_SIZE  # as the per-frame models it stands in for (trained on 512 crops)
 
     def __init__(self, restore_cfg=None, level: float = DETAIL_LEVEL):
         self.level = level
 
     def restore(self, crops: torch.Tensor, refs: list[TrackRefs] | None = None) -> torch.Tensor:
-        check_crops(crops)
+        check_crops(crops, self.crop_size)
         out = crops.clone()
         for i, crop in enumerate(crops):
             pixels = crop.mul(255).round().to(torch.uint8).numpy()
