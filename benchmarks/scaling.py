@@ -6,9 +6,10 @@
 
 `workers`: `pipeline.run.restore` on the first seconds of hamilton.mp4 (re-encoded with a keyframe per
 chunk) with the Ray executor, with one worker (one restore actor, one chunk in flight) and with two;
-prints the best of two wall times each and the ratio. `simulate`: the restore actor pool with a restorer that sleeps like a GPU (a fixed cost per
-model pass plus a cost per crop, no CPU use), fed by the driver with requests of a few crops each,
-as chunk tasks would; prints crops/s and the mean merged batch per actor count.
+prints the best of two wall times each and the ratio. `simulate`: the restore actor pool with a
+restorer that sleeps like a GPU (a fixed cost per model pass plus a cost per crop, no CPU use), fed
+by Ray render tasks (2 per actor) that send 512 px uint8 crops a request at a time, as PoolRestorer
+does in a real run; prints crops/s against the ideal and the mean merged batch per actor count.
 """
 
 from __future__ import annotations
@@ -54,46 +55,48 @@ class SleepRestorer:
         return crops
 
 
-def simulate(actor_counts: list[int], requests: int, crops_per_request: int, crop_px: int,
-             per_batch: float, per_crop: float, batch_crops: int, wait_ms: float) -> None:
+def simulate(actor_counts: list[int], requests: int, crops_per_request: int, crop_px: int, per_batch: float,
+             per_crop: float, batch_crops: int, wait_ms: float, tasks_per_actor: int) -> None:
     import functools
     from types import SimpleNamespace
 
+    import numpy as np
     import ray
-    import torch
 
     from workers.restore import RestorePool
 
     ray.init(num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, log_to_driver=False)
-    crops = torch.rand(crops_per_request, 3, crop_px, crop_px)
+
+    @ray.remote(num_cpus=0)
+    def render_task(actors: list, first: int, calls: int) -> None:
+        """A render task's traffic with the pool, as PoolRestorer sends it: one request at a time, round-robin
+        over the actors from the task's own starting actor, uint8 crops (the wire format) both ways."""
+        crops = np.random.default_rng(first).integers(0, 256, (crops_per_request, 3, crop_px, crop_px), np.uint8)
+        for call in range(calls):
+            ray.get(actors[(first + call) % len(actors)].restore.remote(crops, None))
+
     for count in actor_counts:
         run = SimpleNamespace(restore_actors=count, gpus_per_actor=1.0, retries=0, batch_crops=batch_crops,
                               batch_wait_ms=wait_ms)
         pool = RestorePool(functools.partial(SleepRestorer, per_batch, per_crop), run)
-        # enough requests in flight to keep every actor's queue fed, as concurrent chunk tasks would
-        inflight = 4 * count * max(1, batch_crops // crops_per_request)
-        ray.get([a.restore.remote(crops, None) for a in pool.actors])  # warm: workers up, torch imported
+        tasks = tasks_per_actor * count  # chunks in flight: run.max_inflight in configs/cluster.yaml
+        ray.get([render_task.remote(pool.actors, k, 1) for k in range(tasks)])  # warm: workers up, imports done
         warm = pool.stats()
         began = time.perf_counter()
-        pending, sent, total_requests = [], 0, requests * count
-        while sent < total_requests or pending:
-            while sent < total_requests and len(pending) < inflight:
-                pending.append(pool.actors[sent % count].restore.remote(crops, None))
-                sent += 1
-            done, pending = ray.wait(pending, num_returns=1)
-            more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)  # all that is ready
-            ray.get(done + more)
+        ray.get([render_task.remote(pool.actors, k, requests // tasks_per_actor) for k in range(tasks)])
         wall = time.perf_counter() - began
         stats = pool.stats()
         batches = sum(s["batches"] for s in stats) - sum(s["batches"] for s in warm)
-        total = total_requests * crops_per_request
-        ideal = count / (per_batch / batch_crops + per_crop)  # every actor running full batches
+        total = tasks * (requests // tasks_per_actor) * crops_per_request
+        ideal = count / (per_batch / batch_crops + per_crop)  # every actor running full batches back to back
         print(json.dumps({
-            "benchmark": "scaling.simulate", "actors": count, "crops": total, "wall_s": round(wall, 3),
-            "crops_per_s": round(total / wall, 1), "ideal_crops_per_s": round(ideal, 1),
-            "efficiency": round(total / wall / ideal, 2), "mean_batch": round(total / batches, 2), "requests_crops": crops_per_request,
-            "crop_px": crop_px, "sleep_per_batch_s": per_batch, "sleep_per_crop_s": per_crop,
-            "batch_crops": batch_crops, "machine": machine(),
+            "benchmark": "scaling.simulate", "actors": count, "render_tasks": tasks, "crops": total,
+            "wall_s": round(wall, 3), "crops_per_s": round(total / wall, 1), "ideal_crops_per_s": round(ideal, 1),
+            "efficiency": round(total / wall / ideal, 2), "mean_batch": round(total / batches, 2),
+            "request_crops": crops_per_request, "crop_px": crop_px, "wire": "uint8",
+            "MB_per_s_each_way": round(total / wall * 3 * crop_px ** 2 / 1e6, 1),
+            "sleep_per_batch_s": per_batch, "sleep_per_crop_s": per_crop, "batch_crops": batch_crops,
+            "load_avg": os.getloadavg()[0], "machine": machine(),
         }), flush=True)
         pool.shutdown()
     ray.shutdown()
@@ -106,6 +109,7 @@ def workers(seconds: float, chunk_seconds: float, restorer: str) -> None:
     sys.path.insert(0, str(REPO / "tests"))
     from ray_clips import hamilton_head
 
+    from pipeline.cli import make_executor
     from pipeline.config import load_config
     from pipeline.run import restore
 
@@ -119,7 +123,7 @@ def workers(seconds: float, chunk_seconds: float, restorer: str) -> None:
                 "run.executor=ray", f"run.restore_actors={count}", f"run.max_inflight={count}",
                 f"run.chunk_seconds={chunk_seconds}", f"restore.restorer={restorer}", "encode.codec=ffv1"])
             began = time.perf_counter()
-            restore(str(clip), str(Path(tmp) / f"out{count}.mkv"), cfg, overwrite=True)
+            restore(str(clip), str(Path(tmp) / f"out{count}.mkv"), cfg, overwrite=True, make_executor=make_executor)
             walls[count].append(time.perf_counter() - began)
         best = {count: min(times) for count, times in walls.items()}
         for count in (1, 2):
@@ -140,14 +144,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chunk-seconds", type=float, default=1.0, help="workers: chunk length")
     p.add_argument("--restorer", default="fusion", help="workers: the restorer (fusion: the default)")
     p.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    p.add_argument("--requests", type=int, default=100, help="simulate: requests per actor (the work grows with the pool)")
+    p.add_argument("--requests", type=int, default=40, help="simulate: requests per actor (the work grows with the pool)")
+    p.add_argument("--tasks-per-actor", type=int, default=2,
+                   help="simulate: render tasks issuing requests, per actor (configs/cluster.yaml: ~2 chunks per actor)")
     p.add_argument("--crops-per-request", type=int, default=8,
                    help="simulate: crops per request (process.py sends runs of restore.batch_size, 8 on auto)")
-    p.add_argument("--crop-px", type=int, default=64, help="simulate: crop size (512 in real runs; small "
-                   "here so that 2 cores can move the bytes of 16 actors)")
+    p.add_argument("--crop-px", type=int, default=512, help="simulate: crop size (512: what the pipeline sends)")
     p.add_argument("--per-batch", type=float, default=0.04, help="simulate: sleep per model pass, s")
-    p.add_argument("--per-crop", type=float, default=0.005, help="simulate: sleep per crop, s")
-    p.add_argument("--batch-crops", type=int, default=32)
+    p.add_argument("--per-crop", type=float, default=0.05,
+                   help="simulate: sleep per crop, s (a one-step 512 px diffusion model on one GPU)")
+    p.add_argument("--batch-crops", type=int, default=16)
     p.add_argument("--batch-wait-ms", type=float, default=20.0)
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         workers(args.seconds, args.chunk_seconds, args.restorer)
     if args.part in ("simulate", "all"):
         simulate(args.actors, args.requests, args.crops_per_request, args.crop_px, args.per_batch,
-                 args.per_crop, args.batch_crops, args.batch_wait_ms)
+                 args.per_crop, args.batch_crops, args.batch_wait_ms, args.tasks_per_actor)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,20 @@ def cmd_probe(args: argparse.Namespace) -> None:
     print(json.dumps(probe(args.input).to_dict(), indent=2))
 
 
+def make_executor(cfg, make_restorer):
+    """Where the stages run: in this process, or as Ray tasks and actors. The one place in pipeline/
+    that imports workers/, so the domain runs (and is tested) without Ray."""
+    from .run import local_executor
+
+    if cfg.run.executor == "ray":
+        from workers.executor import RayExecutor
+
+        return RayExecutor(cfg, make_restorer)
+    if cfg.run.executor == "local":
+        return local_executor(cfg, make_restorer)
+    raise ReelfaceError(f"run.executor is '{cfg.run.executor}'; use local or ray")
+
+
 def cmd_restore(args: argparse.Namespace) -> None:
     from .run import restore
 
@@ -58,7 +72,8 @@ def cmd_restore(args: argparse.Namespace) -> None:
         if value is not None and value is not False:  # a flag left out keeps the config's value
             extra.append(f"{key}={json.dumps(value)}")
             flags[key] = flag
-    restore(args.input, args.output, _load(args, extra, flags), overwrite=args.overwrite)
+    restore(args.input, args.output, _load(args, extra, flags), overwrite=args.overwrite,
+            make_executor=make_executor)
 
 
 def cmd_analyze(args: argparse.Namespace) -> None:

@@ -8,6 +8,7 @@ chunk carries `context_frames_needed(restorer)` context frames on each side.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -155,7 +156,11 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
     # a restorer whose low frequencies are the input's own (averaged) needs no colour match: it would
     # only put the input's low-frequency noise back
     color_match = cfg.blend.color_match and not getattr(restorer, "keeps_colour", False)
-    for run in _runs(frames_by_index, trackset):
+    runs = _runs(frames_by_index, trackset)
+    # a frame is pasted as soon as the last run through it is restored: only frames that still wait
+    # for another face hold their changes, not the whole chunk
+    waiting = collections.Counter(index for run in runs for index in run.frame_indices)
+    for run in runs:
         transforms = np.stack(run.transforms)
         size, run.zoom = crop_geometry(transforms, restorer)
         transforms = align.crop_transforms(transforms, size, run.zoom)
@@ -169,11 +174,12 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
         for k, index in enumerate(run.frame_indices):
             change = blend.face_change(restored[k], crops[k], cfg.blend.strength, color_match)
             changes.setdefault(index, []).append((change, transforms[k]))
-    for index, face_changes in changes.items():
-        frame = frames_by_index[index]
-        delta = blend.paste_changes(frame.geometry, face_changes, cfg.blend.feather)
-        if delta is not None:
-            frame.paste(delta)
+            waiting[index] -= 1
+            if not waiting[index]:
+                frame = frames_by_index[index]
+                delta = blend.paste_changes(frame.geometry, changes.pop(index), cfg.blend.feather)
+                if delta is not None:
+                    frame.paste(delta)
 
 
 class ArrayFrame:

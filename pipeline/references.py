@@ -9,6 +9,7 @@ the tracks whose identity embedding matches theirs.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,46 +78,127 @@ def spread_top(frames: list[int], scores: np.ndarray, k: int, min_gap: int) -> l
     return chosen
 
 
-def select_references_detailed(path, trackset, cfg) -> tuple[dict[int, TrackRefs], dict[int, TrackReferences]]:
-    """References of every track and what was chosen; decodes only the frames of candidate detections."""
+class ReferenceStore:
+    """Every track's references, stored once in the work dir as uint8 (one file per track), fetched per
+    track where a restorer needs them: a render task or a restore actor reads the few tracks of its
+    chunk, never the whole table, so neither the driver nor a task grows with the number of people.
+
+    Picklable as its folder only: Ray sends it to tasks and actors by name (the work dir is shared,
+    as it is for the segments). A small cache keeps the tracks of the current chunk converted.
+    """
+
+    CACHED_TRACKS = 16
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self._cache: collections.OrderedDict[int, TrackRefs] = collections.OrderedDict()
+
+    def __getstate__(self) -> dict:
+        return {"folder": self.folder}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["folder"])
+
+    def _file(self, track_id: int) -> Path:
+        return self.folder / f"track-{track_id:06d}.npz"
+
+    def put(self, track_id: int, crops: list[np.ndarray], embedding: np.ndarray | None) -> None:
+        from .manifest import durable_replace
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".track-{track_id:06d}.tmp.npz"
+        arrays = {"crops": np.asarray(crops, np.uint8).reshape(-1, align.CROP_SIZE, align.CROP_SIZE, 3)}
+        if embedding is not None:
+            arrays["embedding"] = np.asarray(embedding, np.float32)
+        np.savez(tmp, **arrays)
+        durable_replace(tmp, self._file(track_id))
+
+    def crops(self, track_id: int) -> np.ndarray | None:
+        """The stored uint8 crops (K, 512, 512, 3) of a track, None when it has no entry."""
+        file = self._file(track_id)
+        if not file.exists():
+            return None
+        with np.load(file) as data:
+            return data["crops"]
+
+    def get(self, track_id: int, default=None) -> TrackRefs | None:
+        """What a restorer gets for this track (float crops in [0, 1], identity embedding)."""
+        if track_id in self._cache:
+            self._cache.move_to_end(track_id)
+            return self._cache[track_id]
+        file = self._file(track_id)
+        if not file.exists():
+            return default
+        with np.load(file) as data:
+            embedding = torch.from_numpy(data["embedding"]) if "embedding" in data else None
+            refs = TrackRefs(crops=crops_to_tensor(data["crops"]), embedding=embedding)
+        self._cache[track_id] = refs
+        if len(self._cache) > self.CACHED_TRACKS:
+            self._cache.popitem(last=False)
+        return refs
+
+    def key_of(self, refs: TrackRefs) -> int | None:
+        """The track id of a TrackRefs this store handed out (and still caches), else None."""
+        return next((key for key, value in self._cache.items() if value is refs), None)
+
+    def clear(self) -> None:
+        """Remove every stored track (before the references are chosen again)."""
+        for file in self.folder.glob("*.npz"):
+            file.unlink()
+        self._cache.clear()
+
+    def track_ids(self) -> list[int]:
+        return sorted(int(f.stem.split("-")[1]) for f in self.folder.glob("track-*.npz"))
+
+    def __bool__(self) -> bool:
+        return self.folder.is_dir() and any(self.folder.glob("track-*.npz"))
+
+
+def select_references(path, trackset, cfg, store: ReferenceStore, keep: int | None = None
+                      ) -> dict[int, TrackReferences]:
+    """Choose every track's references, put the first `keep` of them (photos first; None: all) in
+    `store`, and return what was chosen and why. Decodes only the frames of candidate detections, and
+    holds a track's candidate crops only until the decode has passed its last candidate.
+    """
     from .process import track_transforms
     from .video import decode
 
     top_k, min_gap = cfg.references.top_k, cfg.references.min_gap
+    keep = top_k + max((len(v) for v in cfg.references.photos.values()), default=0) if keep is None else keep
+    people = _load_people(cfg) if cfg.references.photos and keep else {}
     wanted: dict[int, list[tuple[object, int, np.ndarray, float]]] = {}  # frame -> (track, i, M, cheap)
+    last_wanted: dict[int, list[object]] = {}  # frame -> tracks whose last candidate it is
     for track in trackset.tracks:
         transforms = track_transforms(track)
         cheap = cheap_scores(track, transforms)
-        for i in spread_top(track.frames, cheap, top_k * CANDIDATES_PER_REF, max(1, min_gap // 2)):
+        picks = spread_top(track.frames, cheap, top_k * CANDIDATES_PER_REF, max(1, min_gap // 2)) if keep else []
+        for i in picks:
             wanted.setdefault(track.frames[i], []).append((track, i, transforms[i], float(cheap[i])))
+        last_wanted.setdefault(max((track.frames[i] for i in picks), default=-1), []).append(track)
+    chosen: dict[int, TrackReferences] = {}
     candidates: dict[int, list[tuple[int, np.ndarray, float]]] = {}  # track -> (frame, crop, score)
+
+    def finish(track) -> None:
+        found = candidates.pop(track.track_id, [])
+        info = chosen[track.track_id] = TrackReferences(track.track_id)
+        photos = _match_person(track, people, info, cfg)
+        picks = spread_top([f for f, _, _ in found], np.array([s for _, _, s in found]), top_k, min_gap) \
+            if found else []
+        picks = picks[:max(0, keep - len(photos))]
+        info.frames = [found[p][0] for p in picks]
+        info.scores = [round(found[p][2], 3) for p in picks]
+        store.put(track.track_id, [*photos, *(found[p][1] for p in picks)][:keep], track.embedding)
+
+    for track in last_wanted.pop(-1, []):  # no candidates: nothing to decode for them
+        finish(track)
     if wanted:
         for frame in decode(path, min(wanted), max(wanted) + 1):
             for track, i, transform, cheap in wanted.get(frame.index, []):
                 crop = align.warp_faces(frame.rgb, transform[None])[0]
                 candidates.setdefault(track.track_id, []).append((frame.index, crop, cheap * sharpness(crop)))
-    refs: dict[int, TrackRefs] = {}
-    chosen: dict[int, TrackReferences] = {}
-    for track in trackset.tracks:
-        found = candidates.get(track.track_id, [])
-        info = TrackReferences(track.track_id)
-        picks = spread_top([f for f, _, _ in found], np.array([s for _, _, s in found]), top_k, min_gap) \
-            if found else []
-        info.frames = [found[p][0] for p in picks]
-        info.scores = [round(found[p][2], 3) for p in picks]
-        crops = [found[p][1] for p in picks]
-        embedding = None if track.embedding is None else torch.from_numpy(np.asarray(track.embedding, np.float32))
-        refs[track.track_id] = TrackRefs(crops=crops_to_tensor(crops) if crops else torch.zeros(0, 3, 512, 512),
-                                         embedding=embedding)
-        chosen[track.track_id] = info
-    if cfg.references.photos:
-        _add_photos(trackset, refs, chosen, cfg)
-    return refs, chosen
-
-
-def select_references(path, trackset, cfg) -> dict[int, TrackRefs]:
-    """dict[track_id, TrackRefs]: what the restorers get (see select_references_detailed)."""
-    return select_references_detailed(path, trackset, cfg)[0]
+            for track in last_wanted.get(frame.index, []):
+                finish(track)
+    return chosen
 
 
 def photo_face(path: str | Path, detector) -> tuple[np.ndarray, Any]:
@@ -146,47 +228,28 @@ def load_photo_refs(paths: list[str], detector, embedder) -> tuple[list[np.ndarr
     return crops, mean / max(np.linalg.norm(mean), 1e-9)
 
 
-def _add_photos(trackset, refs: dict[int, TrackRefs], chosen: dict[int, TrackReferences], cfg) -> None:
-    """Give each person's photos to the tracks whose embedding matches (best person above the threshold)."""
+def _load_people(cfg) -> dict[str, tuple[list[np.ndarray], np.ndarray | None]]:
+    """Each person's aligned photo crops and mean embedding (references.photos)."""
     from tracking.detectors import get_detector
-    from tracking.embedders import get_embedder, same_person_threshold
+    from tracking.embedders import get_embedder
 
     detector, embedder = get_detector(cfg), get_embedder(cfg)
-    threshold = same_person_threshold(cfg)
-    people = {name: load_photo_refs(paths, detector, embedder) for name, paths in cfg.references.photos.items()}
-    for track in trackset.tracks:
-        if track.embedding is None:
-            continue
-        sims = {name: float(np.dot(emb, track.embedding)) for name, (_, emb) in people.items() if emb is not None}
-        if not sims:
-            continue
-        name = max(sims, key=sims.get)
-        if sims[name] < threshold:
-            continue
-        photo_crops, _ = people[name]
-        current = refs[track.track_id]
-        # photos first: usually the sharpest references there are
-        refs[track.track_id] = TrackRefs(crops=torch.cat([crops_to_tensor(photo_crops), current.crops]),
-                                         embedding=current.embedding)
-        chosen[track.track_id].photos = list(map(str, cfg.references.photos[name]))
-        chosen[track.track_id].person = name
+    return {name: load_photo_refs(paths, detector, embedder) for name, paths in cfg.references.photos.items()}
 
 
-def contact_sheet(refs: dict[int, TrackRefs], path: str | Path, thumb: int = 128) -> Path | None:
-    """A PNG with one row of reference thumbnails per track (track id written at the left)."""
-    rows = []
-    width = max((len(r.crops) for r in refs.values()), default=0)
-    if width == 0:
-        return None
-    for track_id, r in sorted(refs.items()):
-        row = np.full((thumb, thumb * (width + 1), 3), 24, np.uint8)
-        cv2.putText(row, f"track {track_id}", (6, thumb // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
-        for k, crop in enumerate(r.crops):
-            img = (crop.permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
-            row[:, thumb * (k + 1):thumb * (k + 2)] = cv2.resize(img, (thumb, thumb), interpolation=cv2.INTER_AREA)
-        rows.append(row)
-    path = Path(path)
-    with written(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(np.concatenate(rows), cv2.COLOR_RGB2BGR)):
-            raise ReelfaceError(f"writing {path} failed; check the disk space")
-    return path
+def _match_person(track, people: dict, info: TrackReferences, cfg) -> list[np.ndarray]:
+    """The photo crops of the person whose embedding matches the track best above the threshold (they
+    come first: usually the sharpest references there are); records the match in `info`."""
+    from tracking.embedders import same_person_threshold
+
+    if track.embedding is None:
+        return []
+    sims = {name: float(np.dot(emb, track.embedding)) for name, (_, emb) in people.items() if emb is not None}
+    if not sims:
+        return []
+    name = max(sims, key=sims.get)
+    if sims[name] < same_person_threshold(cfg):
+        return []
+    info.photos = list(map(str, cfg.references.photos[name]))
+    info.person = name
+    return people[name][0]

@@ -16,8 +16,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from .errors import ReelfaceError
 from .outputs import written
 
 
@@ -75,14 +77,13 @@ def report_paths(output: Path) -> dict[str, Path]:
 
 
 def write_report(output: str | Path, run_info: dict, stats: dict[int, TrackStats], references: dict | None = None,
-                 refs: dict | None = None) -> dict[str, Path]:
+                 refs=None) -> dict[str, Path]:
     """Write the JSON, the HTML page and the references contact sheet beside `output`; returns their paths.
 
     run_info: anything about the run worth keeping (input, restorer, config digest, timings...).
-    references: process-independent choice per track (references.TrackReferences), refs: the TrackRefs.
+    references: process-independent choice per track (references.TrackReferences), refs: the
+    references.ReferenceStore of the run.
     """
-    from .references import contact_sheet
-
     output = Path(output)
     files = report_paths(output)
     paths = {"json": files["report"], "html": files["report page"]}
@@ -119,6 +120,28 @@ def write_report(output: str | Path, run_info: dict, stats: dict[int, TrackStats
     with written(paths["html"]) as tmp:
         tmp.write_text(page)
     return paths
+
+
+def contact_sheet(refs, path: str | Path, thumb: int = 128) -> Path | None:
+    """A PNG with one row of reference thumbnails per track (track id written at the left), from a
+    references.ReferenceStore read one track at a time (only the thumbnails are held)."""
+    thumbs = {track_id: [cv2.resize(img, (thumb, thumb), interpolation=cv2.INTER_AREA) for img in refs.crops(track_id)]
+              for track_id in refs.track_ids()}
+    width = max(map(len, thumbs.values()), default=0)
+    if width == 0:
+        return None
+    rows = []
+    for track_id, images in thumbs.items():
+        row = np.full((thumb, thumb * (width + 1), 3), 24, np.uint8)
+        cv2.putText(row, f"track {track_id}", (6, thumb // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
+        for k, img in enumerate(images):
+            row[:, thumb * (k + 1):thumb * (k + 2)] = img
+        rows.append(row)
+    path = Path(path)
+    with written(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(np.concatenate(rows), cv2.COLOR_RGB2BGR)):
+            raise ReelfaceError(f"writing {path} failed; check the disk space")
+    return path
 
 
 def stats_to_dict(stats: dict[int, TrackStats]) -> dict:

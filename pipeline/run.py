@@ -1,8 +1,8 @@
 """`reelface restore`: plan -> detect -> track -> references -> restore -> assemble, on any executor.
 
 1. Probe the input, then check everything the run needs before any work (pipeline/preflight.py).
-2. Plan chunks on keyframes (workers/chunks.py) and open the work dir's manifest: a rerun of the same
-   command resumes, skipping every chunk and stage the manifest marks finished.
+2. Plan chunks of at most run.chunk_seconds (plan.py) and open the work dir's manifest (manifest.py): a
+   rerun of the same command resumes, skipping every chunk and stage the manifest marks finished.
 3. Detect faces per chunk; build tracks on the driver (the whole video at once: cuts, ids); pick
    references per track.
 4. Restore per chunk: decode the chunk with its context frames, restore its faces, encode its segment.
@@ -26,19 +26,21 @@ from tqdm import tqdm
 
 from tracking.faces import TrackSet
 
-from workers.chunks import MANIFEST_NAME, Chunk, Manifest, input_identity, plan_chunks, stage_digests
-
 from . import mux
 from .config import Config
 from .errors import ReelfaceError
+from .manifest import (JOURNAL_NAME, LOCK_NAME, MANIFEST_NAME, Manifest, durable_replace, input_identity,
+                       stage_digests)
 from .outputs import written
 from .picture import describe
+from .plan import Chunk, plan_chunks
 from .preflight import check_restore
-from .restorers.registry import needs_faces
+from .references import ReferenceStore
+from .restorers.registry import needs_faces, reference_crops
 from .stages import LocalExecutor, default_restorer_factory, references_stage, tracks_stage
 from .video import VideoInfo, probe, segment_suffix
 
-DETECT_DIR, SEGMENT_DIR = "detect", "segments"
+DETECT_DIR, SEGMENT_DIR, REFERENCES_DIR = "detect", "segments", "references"
 TRACKS_FILE, REFERENCES_FILE = "tracks.pkl", "references.pkl"
 
 
@@ -50,12 +52,12 @@ def work_dir_for(output: Path, cfg: Config) -> Path:
 def remove_work_files(folder: Path) -> None:
     """Remove what a run wrote into its work dir, and the dir itself if that leaves it empty (a
     --work-dir the user shares with other files keeps those)."""
-    for sub in (DETECT_DIR, SEGMENT_DIR):
+    for sub in (DETECT_DIR, SEGMENT_DIR, REFERENCES_DIR):
         for file in (folder / sub).glob("*"):
             file.unlink(missing_ok=True)
         if (folder / sub).exists():
             (folder / sub).rmdir()
-    for name in (TRACKS_FILE, REFERENCES_FILE, MANIFEST_NAME):
+    for name in (TRACKS_FILE, REFERENCES_FILE, MANIFEST_NAME, JOURNAL_NAME, LOCK_NAME):
         (folder / name).unlink(missing_ok=True)
     try:
         folder.rmdir()
@@ -63,14 +65,13 @@ def remove_work_files(folder: Path) -> None:
         pass  # not empty: not only ours
 
 
-def make_executor(cfg: Config, make_restorer: Callable[[], Any]) -> Any:
-    if cfg.run.executor == "local":
-        return LocalExecutor(cfg, make_restorer)
-    if cfg.run.executor == "ray":
-        from workers.executor import RayExecutor  # imports Ray: only when asked for
-
-        return RayExecutor(cfg, make_restorer)
-    raise ReelfaceError(f"run.executor is '{cfg.run.executor}'; use local or ray")
+def local_executor(cfg: Config, make_restorer: Callable[[], Any]) -> LocalExecutor:
+    """The in-process executor; other executors are picked by the CLI (pipeline.cli.make_executor), the
+    only place in pipeline/ that may import workers/ (Ray)."""
+    if cfg.run.executor != "local":
+        raise ReelfaceError(f"run.executor is '{cfg.run.executor}', but this caller runs stages only in-process; "
+                            "pass make_executor=pipeline.cli.make_executor to pick the configured one")
+    return LocalExecutor(cfg, make_restorer)
 
 
 def _save(path: Path, value: Any) -> None:
@@ -79,7 +80,7 @@ def _save(path: Path, value: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
+    durable_replace(tmp, path)
 
 
 def _load(path: Path) -> Any:
@@ -108,7 +109,7 @@ class Run:
         folder.mkdir(exist_ok=True)
         for chunk, found in self.executor.detect(str(self.source), self._pending("detect")):
             _save(folder / f"{chunk.name}.pkl", found)
-            self.manifest.mark("detect", chunk.name, file=folder / f"{chunk.name}.pkl")
+            self.manifest.mark("detect", chunk.name, file=f"{DETECT_DIR}/{chunk.name}.pkl")
             self.progress.update(chunk.frames)
         # read back also what was just computed: a fresh run and a resumed one see the same objects
         return [_load(folder / f"{chunk.name}.pkl") for chunk in self.plan]
@@ -119,7 +120,7 @@ class Run:
         if not self.manifest.is_done(stage, "all"):
             self.progress.set_description(stage)
             _save(path, compute())
-            self.manifest.mark(stage, "all", file=path)
+            self.manifest.mark(stage, "all", file=file)
         return _load(path)
 
     def render(self, trackset: Any, refs: Any) -> list[Path]:
@@ -132,7 +133,7 @@ class Run:
 
         for chunk, stats in self.executor.render(str(self.source), self._pending("restore"), self.info, trackset,
                                                  refs, segment_for):
-            self.manifest.mark("restore", chunk.name, file=segment_for(chunk), **stats)
+            self.manifest.mark("restore", chunk.name, file=f"{SEGMENT_DIR}/{segment_for(chunk).name}", **stats)
             self.progress.update(chunk.frames)
         return [segment_for(chunk) for chunk in self.plan]
 
@@ -143,13 +144,13 @@ def preview_frame_count(info: VideoInfo, seconds: float) -> int:
     return max(1, sum(1 for pts in info.pts if pts < limit))
 
 
-def collect_stats(manifest: Manifest, plan: list[Chunk]) -> dict[int, Any]:
+def collect_stats(manifest: Manifest) -> dict[int, Any]:
     """Every chunk's report numbers, merged per track (from the manifest, so a resumed run reports all)."""
     from .report import TrackStats
 
     merged: dict[int, TrackStats] = {}
-    for chunk in plan:
-        for track_id, data in ((manifest.record("restore", chunk.name) or {}).get("tracks") or {}).items():
+    for entry in manifest.entries("restore"):
+        for track_id, data in (entry.get("tracks") or {}).items():
             entry = merged.setdefault(int(track_id), TrackStats(int(track_id)))
             for key, values in data.items():
                 if key != "track_id":
@@ -170,11 +171,13 @@ def write_side_by_side(source: Path, segments: list[Path], target: Path, info: V
 
 
 def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool = False, *,
-            make_restorer: Callable[[], Any] | None = None) -> Path:
+            make_restorer: Callable[[], Any] | None = None,
+            make_executor: Callable[[Config, Callable[[], Any]], Any] = local_executor) -> Path:
     """Restore the faces in `input` into `output`; everything else copied or re-encoded exactly.
 
     With run.preview_seconds, only the first seconds are restored and `output` shows input | restored.
-    `make_restorer` builds the restorer where it runs (default: the one named in cfg.restore).
+    `make_restorer` builds the restorer where it runs (default: the one named in cfg.restore);
+    `make_executor(cfg, make_restorer)` decides where the stages run (default: in this process).
     """
     source, target = Path(input), Path(output)
     info = probe(source)  # input errors (missing, not a video, corrupt) before any output check
@@ -201,8 +204,11 @@ def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool 
             if with_faces:
                 detections = run.detect()
                 trackset = run.driver_step("tracks", TRACKS_FILE, lambda: tracks_stage(detections, frame_count, cfg))
-                refs, chosen = run.driver_step("references", REFERENCES_FILE,
-                                               lambda: references_stage(str(source), trackset, cfg))
+                # a custom restorer may use any of them; a named one says how many it uses
+                keep = None if make_restorer is not None else reference_crops(cfg.restore)
+                refs = ReferenceStore(manifest.work_dir / REFERENCES_DIR)
+                chosen = run.driver_step("references", REFERENCES_FILE,
+                                         lambda: references_stage(str(source), trackset, cfg, refs, keep))
                 if not trackset.tracks:
                     print(f"reelface: no faces found in {source}: its frames are re-encoded unchanged",
                           file=sys.stderr)
@@ -222,7 +228,7 @@ def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool 
                                   "shots": len(trackset.cuts) + 1, "persons": len(trackset.person_ids),
                                   "picture": describe(info),
                                   "config_digest": cfg.digest(), "config": cfg.to_dict()},
-                         collect_stats(manifest, plan), chosen, refs)
+                         collect_stats(manifest), chosen, refs)
     except BaseException as exc:
         if not manifest.finished_anything():
             remove_work_files(folder)  # nothing to resume from
@@ -234,6 +240,9 @@ def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool 
         elif isinstance(exc, ReelfaceError):
             raise ReelfaceError(f"{exc}. What finished is kept in {folder}: rerun the same command to resume") from exc
         raise
-    if not cfg.run.keep_work_dir:
-        remove_work_files(folder)
+    else:
+        if not cfg.run.keep_work_dir:
+            remove_work_files(folder)
+    finally:
+        manifest.close()
     return target

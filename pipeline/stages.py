@@ -7,15 +7,13 @@ Every executor runs these same functions: `LocalExecutor` below in a loop, the R
 from __future__ import annotations
 
 import functools
-import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Iterator
 
-from workers.chunks import Chunk, chunk_failed
-
 from .errors import ReelfaceError
+from .plan import Chunk, chunk_failed
 
 RestorerFactory = Callable[[], Any]
 
@@ -48,12 +46,13 @@ def tracks_stage(detections: list, frame_count: int, cfg: Any) -> Any:
     return build_tracks(detections, frame_count, cfg)
 
 
-def references_stage(path: str, trackset: Any, cfg: Any) -> tuple[dict, dict]:
-    """Per track: the reference crops (and identity embedding) the restorer gets, dict[track_id, TrackRefs],
-    and what was chosen and why, dict[track_id, TrackReferences], for the report."""
-    from .references import select_references_detailed
+def references_stage(path: str, trackset: Any, cfg: Any, store: Any, keep: int | None) -> dict:
+    """Choose every track's references, store the `keep` that the restorer uses (references.ReferenceStore),
+    and return what was chosen and why, dict[track_id, TrackReferences], for the report."""
+    from .references import select_references
 
-    return select_references_detailed(path, trackset, cfg)
+    store.clear()  # a redone stage must not leave another choice's tracks behind
+    return select_references(path, trackset, cfg, store, keep)
 
 
 @functools.lru_cache(maxsize=2)
@@ -77,6 +76,7 @@ def render_stage(path: str, chunk: Chunk, info: Any, trackset: Any, refs: Any, r
     The segment appears under its name only when complete, so a killed run never leaves a segment
     that looks finished.
     """
+    from .manifest import durable_replace
     from .process import context_frames_needed, restore_frames
     from .video import VideoWriter, decode
 
@@ -100,7 +100,7 @@ def render_stage(path: str, chunk: Chunk, info: Any, trackset: Any, refs: Any, r
         for frame in frames:
             if chunk.start <= frame.index < chunk.stop:
                 writer.write(frame)
-    os.replace(tmp, segment)
+    durable_replace(tmp, segment)
     return {"frames": chunk.frames, "seconds": round(time.perf_counter() - began, 3),
             "tracks": {track_id: own_frames(entry, chunk) for track_id, entry in stats.items()}}
 

@@ -68,3 +68,38 @@ def test_report_stats_are_collected(clip, tmp_path):
     assert summary["temporal_error_after"] < summary["temporal_error_before"]  # window mean is steadier
     paths = write_report(tmp_path / "out.mp4", {"input": "clip"}, stats)
     assert paths["json"].is_file() and "<img" in paths["html"].read_text()
+
+
+def test_frames_are_pasted_as_their_last_face_is_restored(clip):
+    """A frame is pasted once every face in it is restored, not when the whole batch of frames is done:
+    with two people one after the other, the first one's frames are final before the second is
+    restored (so a chunk holds the changes of the frames still waiting, not of all its frames)."""
+    from dataclasses import replace
+
+    from tracking.faces import TrackSet
+
+    frames, trackset = clip
+    [track] = trackset.tracks
+
+    def part(track_id, lo, hi):
+        return replace(track, track_id=track_id, frames=track.frames[lo:hi], boxes=track.boxes[lo:hi],
+                       landmarks=track.landmarks[lo:hi], raw_landmarks=track.raw_landmarks[lo:hi],
+                       scores=track.scores[lo:hi], detected=track.detected[lo:hi])
+
+    two = TrackSet(tracks=[part(1, 0, 5), part(2, 5, 10)], cuts=[], frame_count=10)
+    held = [ArrayFrame(i, f) for i, f in enumerate(frames)]
+
+    class Recording(WindowMean):
+        pasted_before_call: list[int] = []
+
+        def restore(self, crops, refs):
+            self.pasted_before_call.append(sum(not np.array_equal(f.rgb, frames[f.index]) for f in held))
+            return super().restore(crops, refs)
+
+    restorer = Recording()
+    restore_frames(held, two, None, restorer, load_config("default", ["restore.batch_size=8"]))
+    assert restorer.pasted_before_call == [0, 5]  # one call per person; the first person's 5 frames done
+    alone = [ArrayFrame(i, f) for i, f in enumerate(frames)]
+    restore_frames(alone, TrackSet(tracks=[part(1, 0, 5)], cuts=[], frame_count=10), None, WindowMean(),
+                   load_config("default", ["restore.batch_size=8"]))
+    assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(held[:5], alone[:5]))

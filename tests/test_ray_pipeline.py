@@ -13,7 +13,9 @@ ray = pytest.importorskip("ray")
 from ray import cloudpickle  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
+from pipeline.cli import make_executor  # noqa: E402
 from pipeline.errors import ReelfaceError  # noqa: E402
+from pipeline.manifest import JOURNAL_NAME, finished  # noqa: E402
 from pipeline.run import restore  # noqa: E402
 from pipeline.video import decode, probe  # noqa: E402
 from ray_clips import hamilton_head  # noqa: E402
@@ -71,9 +73,8 @@ def without_restore_stage(work, copy):
     a run whose restore stage has not begun (tests of that stage skip re-detecting)."""
     shutil.copytree(work, copy)
     shutil.rmtree(copy / "segments")
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["stages"]["restore"] = {}
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    journal = (copy / JOURNAL_NAME).read_text().splitlines(keepends=True)
+    (copy / JOURNAL_NAME).write_text("".join(line for line in journal if json.loads(line)["stage"] != "restore"))
     return copy
 
 
@@ -88,7 +89,7 @@ def local_run(hamilton, tmp_path_factory):
     """The local executor's output and its kept work dir."""
     folder = tmp_path_factory.mktemp("local")
     out, work = folder / "local.mkv", folder / "work"
-    restore(hamilton, out, config("local", "run.keep_work_dir=true", f"run.work_dir={work}"), make_restorer=Darken)
+    restore(hamilton, out, config("local", "run.keep_work_dir=true", f"run.work_dir={work}"), make_executor=make_executor, make_restorer=Darken)
     return out, work
 
 
@@ -100,12 +101,12 @@ def test_local_run_restores_faces_and_keeps_timing(hamilton, local_run):
     changed = [not np.array_equal(a, b) for a, b in zip(frames_of(hamilton), frames_of(out))]
     assert sum(changed) > FRAMES // 2  # faces were found and darkened in most frames
     manifest = json.loads((work / "manifest.json").read_text())
-    assert len(manifest["plan"]) == 3 and len(manifest["stages"]["restore"]) == 3
+    assert len(manifest["plan"]) == 3 and len(finished(work, "restore")) == 3
 
 
 def test_ray_gives_the_local_frames_on_hamilton(ray_local, hamilton, local_run, tmp_path):
     out = tmp_path / "ray.mkv"
-    restore(hamilton, out, config("ray"), make_restorer=Darken)
+    restore(hamilton, out, config("ray"), make_executor=make_executor, make_restorer=Darken)
     assert probe(out).pts == probe(local_run[0]).pts
     assert_same_frames(out, local_run[0])
     assert not (tmp_path / "ray.mkv.work").exists()  # removed after success
@@ -116,7 +117,7 @@ def test_restore_actor_that_crashes_once_is_restarted_same_frames(ray_local, ham
     work = without_restore_stage(local_run[1], tmp_path / "work")
     out = tmp_path / "crash.mkv"
     restore(hamilton, out, config("ray", "run.retries=2", f"run.work_dir={work}", "run.restore_actors=1"),
-            make_restorer=lambda: Darken(crash_marker=marker))
+            make_executor=make_executor, make_restorer=lambda: Darken(crash_marker=marker))
     assert marker.exists()  # it did crash
     assert_same_frames(out, local_run[0])
 
@@ -131,13 +132,12 @@ def test_chunk_that_fails_for_good_is_named_and_the_work_dir_kept(request, execu
     with pytest.raises(ReelfaceError, match=r"chunk-\d{4} \(frames \d+\.\.\d+\) failed in the restore stage: "
                                             r"RuntimeError: restorer broke.*rerun the same command"):
         restore(hamilton, out, config(executor, f"run.work_dir={work}", "run.restore_actors=1"),
-                make_restorer=lambda: Darken(fail=True))
+                make_executor=make_executor, make_restorer=lambda: Darken(fail=True))
     assert time.monotonic() - began < 60  # an error, not a hang
     assert not out.exists() and (work / "manifest.json").exists()  # the work dir stays for the resume
     if executor == "local":  # resuming is the driver's work, the same for both executors
         restore(hamilton, out, config(executor, f"run.work_dir={work}", "run.keep_work_dir=true"),
-                make_restorer=Darken)
-        manifest = json.loads((work / "manifest.json").read_text())
-        assert {e["run"] for e in manifest["stages"]["detect"].values()} == {1}  # not redone
-        assert {e["run"] for e in manifest["stages"]["restore"].values()} == {3}
+                make_executor=make_executor, make_restorer=Darken)
+        assert {e["run"] for e in finished(work, "detect").values()} == {1}  # not redone
+        assert {e["run"] for e in finished(work, "restore").values()} == {3}
         assert_same_frames(out, local_run[0])

@@ -1,11 +1,12 @@
-"""The restore actor pool on the session's local Ray: dynamic batching, routing, references by key,
-start-up errors. (Chunk tasks sharing the pool, actor crashes and failing chunks: test_ray_pipeline.py,
+"""The restore actor pool on the session's local Ray: dynamic batching, routing, uint8 crops, references
+by track id from the run's store, start-up errors. (Chunk tasks sharing the pool, actor crashes and failing chunks: test_ray_pipeline.py,
 through whole runs.)"""
 
 import sys
 import time
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,9 +14,9 @@ ray = pytest.importorskip("ray")
 from ray import cloudpickle  # noqa: E402
 
 from pipeline.errors import ReelfaceError  # noqa: E402
-from workers.chunks import Chunk  # noqa: E402
+from pipeline.plan import Chunk  # noqa: E402
 from workers.cluster import bounded_map  # noqa: E402
-from workers.restore import RestorePool  # noqa: E402
+from workers.restore import RestorePool, from_wire, to_wire  # noqa: E402
 
 # the test restorers below travel to the actors by value: Ray's workers cannot import a test module
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -47,8 +48,8 @@ def chunk_task(restorer, chunk, calls, refs=None):
     restorer.bind(chunk.index, refs)
     results = []
     for call in range(calls):
-        crops = torch.full((2, 3, 4, 4), (chunk.index * 10 + call) / 100)
-        chosen = None if refs is None else [refs["a"], refs["b"]]
+        crops = torch.full((2, 3, 4, 4), (200 + chunk.index * 10 + call) / 255)
+        chosen = None if refs is None else [refs.get(1), refs.get(2)]
         results.append((crops, restorer.restore(crops, chosen)))
     return results
 
@@ -63,11 +64,11 @@ def test_pool_batches_concurrent_requests_and_routes_each_crop_back(ray_local):
     pool = RestorePool(Invert, run_cfg(restore_actors=1, batch_crops=8, batch_wait_ms=300.0))
     try:
         [actor] = pool.actors
-        ray.get(actor.restore.remote(torch.zeros(1, 3, 4, 4), None))  # warm: the first pass is alone
-        inputs = [torch.full((2, 3, 4, 4), i / 100) for i in range(9)]
+        ray.get(actor.restore.remote(np.zeros((1, 3, 4, 4), np.uint8), None))  # warm: the first pass is alone
+        inputs = [np.full((2, 3, 4, 4), i, np.uint8) for i in range(9)]  # 8-bit levels: what crosses Ray
         outputs = ray.get([actor.restore.remote(x, None) for x in inputs])
         for x, out in zip(inputs, outputs):
-            assert torch.equal(out, 1 - x)
+            assert torch.equal(from_wire(out), 1 - from_wire(x))
         [stats] = pool.stats()
         assert stats["requests"] == 10 and stats["crops"] == 19
         assert stats["batches"] <= 1 + 4  # 18 crops in passes of at most 8: 3 when all arrive in time
@@ -75,24 +76,29 @@ def test_pool_batches_concurrent_requests_and_routes_each_crop_back(ray_local):
         pool.shutdown()
 
 
-def test_references_travel_by_key_and_arrive_intact(ray_local):
-    from dataclasses import dataclass
+def test_references_travel_by_track_id_and_arrive_intact(ray_local, tmp_path):
+    from pipeline.references import ReferenceStore
 
-    @dataclass
-    class Refs:
-        crops: torch.Tensor
-        embedding: None = None
-
-    refs = {"a": Refs(torch.full((2, 3, 4, 4), 0.25)), "b": Refs(torch.full((2, 3, 4, 4), 0.5))}
+    refs = ReferenceStore(tmp_path / "refs")
+    refs.put(1, [np.full((512, 512, 3), 20, np.uint8)], None)
+    refs.put(2, [np.full((512, 512, 3), 40, np.uint8)], None)
     pool = RestorePool(Invert, run_cfg(restore_actors=1))
     try:
-        restorer = pool.restorer().with_refs_table(ray.put(refs))
+        restorer = pool.restorer()
         [(_, calls)] = list(bounded_map(lambda c: chunk_task.remote(restorer, c, 2, refs), chunks(1), 1, "restore"))
         for crops, out in calls:
-            expected = 1 - crops + torch.tensor([0.25, 0.5]).view(-1, 1, 1, 1)
-            assert torch.allclose(out, expected)
+            refs_mean = torch.tensor([20 / 255, 40 / 255]).view(-1, 1, 1, 1)  # the stored uint8 levels
+            assert torch.allclose(out, 1 - crops + refs_mean, atol=1e-6)
     finally:
         pool.shutdown()
+
+
+def test_wire_format_is_uint8_when_lossless_and_always_exact():
+    levels = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)
+    as_cropped = torch.from_numpy(levels).float().div(255.0)  # crops_to_tensor of 8-bit crops
+    assert to_wire(as_cropped).dtype == np.uint8 and torch.equal(from_wire(to_wire(as_cropped)), as_cropped)
+    finer = torch.rand(2, 3, 8, 8)  # float crops at the source's precision (10-bit, warped): sent whole
+    assert to_wire(finer).dtype == np.float32 and torch.equal(from_wire(to_wire(finer)), finer)
 
 
 def test_restorer_that_cannot_start_is_a_clear_error(ray_local):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import align, references
+from pipeline import align, references, report
 from pipeline.config import load_config
 
 
@@ -51,17 +51,46 @@ def clip_file(tmp_path_factory, data_dir):
 def test_select_references_from_a_video(clip_file, tmp_path):
     path, trackset = clip_file
     cfg = load_config("default", ["references.top_k=3", "references.min_gap=3"])
-    refs, chosen = references.select_references_detailed(path, trackset, cfg)
-    crops = refs[0].crops
+    store = references.ReferenceStore(tmp_path / "refs")
+    chosen = references.select_references(path, trackset, cfg, store)
+    stored = store.crops(0)
+    assert stored.dtype == np.uint8 and stored.shape == (3, 512, 512, 3)  # kept as 8-bit, not float
+    crops = store.get(0).crops
     assert crops.shape == (3, 3, 512, 512) and 0 <= float(crops.min()) and float(crops.max()) <= 1
+    assert np.array_equal((crops * 255).round().byte().permute(0, 2, 3, 1).numpy(), stored)
     picked = sorted(chosen[0].frames)
     assert all(b - a >= 3 for a, b in zip(picked, picked[1:]))
     assert not {1, 2, 3} & set(picked)
-    sheet = references.contact_sheet(refs, tmp_path / "sheet.png")
+    sheet = report.contact_sheet(store, tmp_path / "sheet.png")
     assert sheet.is_file() and sheet.stat().st_size > 1000
 
 
-def test_user_photos_go_to_the_matching_track(clip_file, data_dir):
+def test_only_what_the_restorer_uses_is_stored(clip_file, tmp_path):
+    path, trackset = clip_file
+    cfg = load_config("default", ["references.top_k=3", "references.min_gap=3"])
+    best = references.select_references(path, trackset, cfg, references.ReferenceStore(tmp_path / "all"))[0].frames
+    two = references.ReferenceStore(tmp_path / "two")
+    assert references.select_references(path, trackset, cfg, two, keep=2)[0].frames == best[:2]
+    assert len(two.crops(0)) == 2
+    none = references.ReferenceStore(tmp_path / "none")
+    assert references.select_references(path, trackset, cfg, none, keep=0)[0].frames == []
+    assert len(none.crops(0)) == 0 and none.get(0).embedding is None  # the track has no embedding here
+    assert none.get(1) is None  # no such track
+
+
+def test_the_store_travels_by_name(tmp_path):
+    import pickle
+
+    store = references.ReferenceStore(tmp_path)
+    store.put(7, [np.full((512, 512, 3), 9, np.uint8)], np.ones(4, np.float32))
+    first = store.get(7)
+    assert store.key_of(first) == 7 and store.key_of(references.TrackRefs(crops=first.crops)) is None
+    copy = pickle.loads(pickle.dumps(store))
+    assert len(pickle.dumps(store)) < 500 and copy.track_ids() == [7]
+    assert round(float(copy.get(7).crops.max()) * 255, 4) == 9 and copy.get(7).embedding.tolist() == [1, 1, 1, 1]
+
+
+def test_user_photos_go_to_the_matching_track(clip_file, data_dir, tmp_path):
     from tracking.embedders import DlibEmbedder
     from pipeline.evaluate import _detector
     from pipeline.video import decode
@@ -75,9 +104,10 @@ def test_user_photos_go_to_the_matching_track(clip_file, data_dir):
               "biden": [str(data_dir / "refs" / "biden" / "biden1.jpg")]}
     cfg = load_config("default", ["references.top_k=2", "references.min_gap=3",
                                   f"references.photos={json.dumps(photos)}"])
-    refs, chosen = references.select_references_detailed(path, trackset, cfg)
+    store = references.ReferenceStore(tmp_path / "refs")
+    chosen = references.select_references(path, trackset, cfg, store)
     assert chosen[0].person == "obama" and chosen[0].photos == photos["obama"]
-    assert refs[0].crops.shape[0] == 3  # the photo first, then the 2 frames
+    assert store.crops(0).shape[0] == 3  # the photo first, then the 2 frames
 
 
 def test_unreadable_photo_is_a_clear_error(tmp_path):

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.cli import make_executor
 from pipeline.config import load_config
+from pipeline.manifest import finished
 from pipeline.run import restore
 from pipeline.video import decode
 from ray_clips import two_faces
@@ -26,10 +28,10 @@ DRIVER = textwrap.dedent('''
     import json, sys, time
     from pathlib import Path
     from pipeline.config import load_config
+    from pipeline.manifest import finished
     from pipeline.run import restore
 
     clip, out, work = sys.argv[1:4]
-    manifest = Path(work) / "manifest.json"
 
     class Darken:
         """The uninterrupted run's restorer, but it stops making progress once two chunks are
@@ -37,7 +39,7 @@ DRIVER = textwrap.dedent('''
         name, temporal_radius = "darken", 0
 
         def restore(self, crops, refs=None):
-            if len(json.loads(manifest.read_text())["stages"]["restore"]) >= 2:
+            if len(finished(work, "restore")) >= 2:
                 time.sleep(600)
             return crops.flip(-1) * 0.75
 
@@ -64,10 +66,7 @@ def same_frames(a, b):
 
 
 def restored_chunks(work: Path) -> dict:
-    try:
-        return json.loads((work / "manifest.json").read_text())["stages"]["restore"]
-    except (OSError, ValueError, KeyError):
-        return {}
+    return finished(work, "restore")
 
 
 @pytest.fixture(scope="module")
@@ -107,21 +106,20 @@ def test_killed_run_resumes_without_redoing_finished_chunks(clip, uninterrupted,
 
     restore(clip, out, settings("local", "run.keep_work_dir=true", f"run.work_dir={work}"), make_restorer=Darken)
     manifest = json.loads((work / "manifest.json").read_text())
-    after = manifest["stages"]["restore"]
+    after = finished(work, "restore")
     assert len(after) == len(manifest["plan"]) == 4
     for name, entry in before.items():  # finished before the kill: kept as they were, not recomputed
         assert after[name] == entry
     assert {after[name]["run"] for name in after.keys() - before.keys()} == {2}
-    assert {entry["run"] for entry in manifest["stages"]["detect"].values()} == {1}
+    assert {entry["run"] for entry in finished(work, "detect").values()} == {1}
     assert same_frames(out, uninterrupted)
 
     # the same work dir with another blend strength: said, restore redone, detections kept
     restore(clip, out, settings("local", "run.keep_work_dir=true", f"run.work_dir={work}", "blend.strength=0.5"),
             overwrite=True, make_restorer=Darken)
     assert "config of the restore stage changed" in capsys.readouterr().err
-    manifest = json.loads((work / "manifest.json").read_text())
-    assert {e["run"] for e in manifest["stages"]["detect"].values()} == {1}
-    assert {e["run"] for e in manifest["stages"]["restore"].values()} == {3}
+    assert {e["run"] for e in finished(work, "detect").values()} == {1}
+    assert {e["run"] for e in finished(work, "restore").values()} == {3}
 
 
 def test_ray_gives_the_local_frames_on_the_generated_clip(ray_local, clip, uninterrupted, tmp_path):
@@ -129,5 +127,5 @@ def test_ray_gives_the_local_frames_on_the_generated_clip(ray_local, clip, unint
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Darken travels to the actors by value
     out = tmp_path / "ray.mkv"
-    restore(clip, out, settings("ray"), make_restorer=Darken)
+    restore(clip, out, settings("ray"), make_restorer=Darken, make_executor=make_executor)
     assert same_frames(out, uninterrupted)

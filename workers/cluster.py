@@ -11,7 +11,7 @@ import ray
 
 from pipeline.errors import ReelfaceError
 
-from .chunks import Chunk, chunk_failed
+from pipeline.plan import Chunk, chunk_failed
 
 
 def _local_cpus() -> int:
@@ -71,14 +71,21 @@ def match_threads_to_cpus() -> None:
     torch.set_num_threads(cpus)
 
 
+# A custom resource that marks where restore actors may run (`ray start --resources '{"restore": N}'`):
+# each actor takes one unit, so a node offering N hosts at most N actors and nodes without it host none.
+RESTORE_RESOURCE = "restore"
+
+
 def restore_actor_count(run_cfg: Any) -> int:
-    """`run.restore_actors`, or one per GPU share in the cluster, or one when it has no GPU."""
+    """`run.restore_actors`, or one per GPU share in the cluster, or one per unit of the `restore`
+    resource, or one."""
     if run_cfg.restore_actors > 0:
         return run_cfg.restore_actors
-    gpus = ray.cluster_resources().get("GPU", 0)
+    resources = ray.cluster_resources()
+    gpus = resources.get("GPU", 0)
     if gpus and run_cfg.gpus_per_actor > 0:
         return max(1, int(gpus // run_cfg.gpus_per_actor))
-    return 1
+    return max(1, int(resources.get(RESTORE_RESOURCE, 1)))
 
 
 def bounded_map(

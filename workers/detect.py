@@ -8,7 +8,7 @@ import ray
 
 from pipeline.stages import detect_stage
 
-from .chunks import Chunk
+from pipeline.plan import Chunk
 from .cluster import bounded_map, match_threads_to_cpus
 
 

@@ -13,7 +13,7 @@ import ray
 
 from pipeline.stages import render_stage
 
-from .chunks import Chunk
+from pipeline.plan import Chunk
 from .cluster import bounded_map, match_threads_to_cpus
 from .restore import PoolRestorer
 
@@ -29,13 +29,12 @@ def _render_task(path: str, chunk: Chunk, info: Any, trackset: Any, refs: Any, r
 def render_chunks(path: str, chunks: Iterable[Chunk], info: Any, trackset: Any, refs: Any,
                   restorer: PoolRestorer, cfg: Any, segment_for: Callable[[Chunk], Path]
                   ) -> Iterator[tuple[Chunk, dict]]:
-    """Yield (chunk, stats) as segments are written, in any order. The track set and references go
-    to the object store once and are shared by every task (a reference, not a copy per chunk)."""
+    """Yield (chunk, stats) as segments are written, in any order. The track set goes to the object
+    store once and is shared by every task (a reference, not a copy per chunk); the references travel
+    as their store's name and each task reads only its own tracks."""
     info_ref, tracks_ref, cfg_ref = ray.put(info), ray.put(trackset), ray.put(cfg)
-    refs_ref = ray.put(refs)
-    restorer = restorer.with_refs_table(refs_ref)
     task = _render_task.options(num_cpus=1, max_retries=cfg.run.retries)
     return bounded_map(
-        lambda chunk: task.remote(path, chunk, info_ref, tracks_ref, refs_ref, restorer, cfg_ref,
+        lambda chunk: task.remote(path, chunk, info_ref, tracks_ref, refs, restorer, cfg_ref,
                                   str(segment_for(chunk))),
         chunks, cfg.run.max_inflight, "restore")

@@ -6,7 +6,7 @@ import contextlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .chunks import Chunk
+from pipeline.plan import Chunk
 from .cluster import connect
 from .detect import detect_chunks
 from .encode import render_chunks

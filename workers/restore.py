@@ -24,30 +24,49 @@ import collections
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import ray
+import torch
 
 from pipeline.errors import ReelfaceError
 
-from .cluster import restore_actor_count, root_cause
+from .cluster import RESTORE_RESOURCE, restore_actor_count, root_cause
 
 RestorerFactory = Callable[[], Any]
 
 
 @dataclass
 class RefKeys:
-    """References sent by key: the whole refs table is in the object store once (`table`, nested in
-    a list so Ray does not resolve it at call time), and a request names one track id per crop
-    instead of carrying K reference crops per track in every call."""
+    """References sent by name: the run's reference store (its folder in the shared work dir) and one
+    track id per crop. The actor reads each track from the store once, instead of K reference crops per
+    track travelling in every call."""
 
-    table: list  # [ObjectRef of dict[track_id, TrackRefs]]
+    store: Any  # pipeline.references.ReferenceStore
     keys: list
+
+
+def to_wire(crops: Any) -> np.ndarray:
+    """Crops (B, 3, H, W) in [0, 1] -> what crosses Ray: uint8 (a quarter of float32; numpy arrays are read
+    from the object store without a copy) when that is lossless, i.e. the crops are whole 8-bit levels
+    (8-bit crops cut on the pixel grid); else float32, so that Ray gives the local executor's frames."""
+    crops = crops.detach().float().cpu()
+    levels = crops.clamp(0, 1).mul(255.0).round().to(torch.uint8).numpy()
+    return levels if torch.equal(from_wire(levels), crops) else crops.numpy()
+
+
+def from_wire(crops: np.ndarray) -> Any:
+    """to_wire's array -> float tensor in [0, 1] (a copy: the object store's arrays are read-only)."""
+    if crops.dtype == np.uint8:
+        return torch.from_numpy(np.divide(crops, 255.0, dtype=np.float32))
+    return torch.from_numpy(np.array(crops, np.float32))
 
 
 @dataclass
 class _Request:
-    crops: Any  # Tensor[B, 3, 512, 512]
+    crops: Any  # float Tensor[B, 3, 512, 512]
     refs: list | None
     done: asyncio.Future
 
@@ -69,7 +88,7 @@ class RestoreActor:
         self.merge = getattr(self.restorer, "temporal_radius", 0) == 0
         self.pending: collections.deque[_Request] = collections.deque()
         self.model_thread = ThreadPoolExecutor(max_workers=1)
-        self.tables: dict[Any, dict] = {}
+        self.stores: dict[Path, Any] = {}  # one per run's store: its cache outlives a request
         self.wakeup: asyncio.Event | None = None
         self.server: asyncio.Task | None = None
         self.counts = {"requests": 0, "batches": 0, "crops": 0}
@@ -87,18 +106,14 @@ class RestoreActor:
             self.wakeup = asyncio.Event()
             self.server = asyncio.get_running_loop().create_task(self._serve())
         if isinstance(refs, RefKeys):
-            table = await self._table(refs.table[0])
-            refs = [table[key] for key in refs.keys]
-        request = _Request(crops, refs, asyncio.get_running_loop().create_future())
+            store = self.stores.setdefault(refs.store.folder, refs.store)
+            refs = [store.get(key) for key in refs.keys]
+        request = _Request(from_wire(crops), refs, asyncio.get_running_loop().create_future())
         self.pending.append(request)
         self.counts["requests"] += 1
         self.wakeup.set()
-        return await request.done
-
-    async def _table(self, ref: Any) -> dict:
-        if ref not in self.tables:
-            self.tables[ref] = await ref
-        return self.tables[ref]
+        # converted here, per caller, while the model thread already runs the next pass
+        return to_wire(await request.done)
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -136,19 +151,14 @@ class RestoreActor:
         return batch
 
     def _run(self, batch: list[_Request]) -> list[Any]:
-        import torch
-
         crops = batch[0].crops if len(batch) == 1 else torch.cat([r.crops for r in batch])
         refs = None if batch[0].refs is None else [ref for r in batch for ref in r.refs]
         # on the CPU: the chunk task that gets these rows back may run on a node without a GPU
         restored = self.restorer.restore(crops, refs).cpu()
         self.counts["batches"] += 1
         self.counts["crops"] += len(crops)
-        if len(batch) == 1:
-            return [restored]
-        # clone: a slice pickles its whole storage, i.e. every caller would get the whole batch back
         bounds = list(itertools.accumulate(len(r.crops) for r in batch))
-        return [restored[a:b].clone() for a, b in zip([0, *bounds[:-1]], bounds)]
+        return [restored[a:b] for a, b in zip([0, *bounds[:-1]], bounds)]
 
 
 class PoolRestorer:
@@ -158,29 +168,27 @@ class PoolRestorer:
     tasks spread out; concurrent chunk tasks then share batches on each actor.
     """
 
-    def __init__(self, actors: list, name: str, temporal_radius: int, refs_table: Any = None):
+    def __init__(self, actors: list, name: str, temporal_radius: int):
         self.actors = actors
         self.name = name
         self.temporal_radius = temporal_radius
-        self._table = refs_table  # ObjectRef of the run's dict[track_id, TrackRefs]
         self._turn = 0
-        self._keys: dict[int, Any] = {}
+        self._store: Any = None
 
-    def with_refs_table(self, refs_table: Any) -> "PoolRestorer":
-        return PoolRestorer(self.actors, self.name, self.temporal_radius, refs_table)
-
-    def bind(self, chunk_index: int, refs: dict | None) -> None:
-        """In the chunk task: start the round-robin at this chunk's actor, and learn which reference
-        objects of the (deserialised) table are which track, to send keys instead of crops."""
+    def bind(self, chunk_index: int, refs: Any) -> None:
+        """In the chunk task: start the round-robin at this chunk's actor, and keep the run's reference
+        store, to send track ids instead of reference crops."""
         self._turn = chunk_index
-        self._keys = {id(value): key for key, value in (refs or {}).items()}
+        self._store = refs if hasattr(refs, "key_of") else None
 
     def restore(self, crops: Any, refs: list | None = None) -> Any:
         actor = self.actors[self._turn % len(self.actors)]
         self._turn += 1
-        if refs is not None and self._table is not None and all(id(r) in self._keys for r in refs):
-            refs = RefKeys([self._table], [self._keys[id(r)] for r in refs])
-        return ray.get(actor.restore.remote(crops, refs))
+        if refs is not None and self._store is not None:
+            keys = [self._store.key_of(r) for r in refs]
+            if None not in keys:
+                refs = RefKeys(self._store, keys)
+        return from_wire(ray.get(actor.restore.remote(to_wire(crops), refs)))
 
 
 class RestorePool:
@@ -188,8 +196,14 @@ class RestorePool:
 
     def __init__(self, make_restorer: RestorerFactory, run_cfg: Any):
         count = restore_actor_count(run_cfg)
-        has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+        resources = ray.cluster_resources()
+        has_gpus = resources.get("GPU", 0) > 0
+        if count > resources.get(RESTORE_RESOURCE, count):  # the extra actors would wait for a node forever
+            raise ReelfaceError(f"run.restore_actors is {count} but the cluster's nodes offer "
+                                f"{resources[RESTORE_RESOURCE]:g} units of the '{RESTORE_RESOURCE}' resource (one "
+                                "per actor); lower run.restore_actors or add nodes with that resource")
         actor_class = ray.remote(RestoreActor).options(
+            resources={RESTORE_RESOURCE: 1} if RESTORE_RESOURCE in resources else None,
             # CPU actors reserve no core: on a small machine reserved cores would starve the chunk
             # tasks that feed them (a deadlock); on GPU nodes the GPU share is what places them.
             num_cpus=0,

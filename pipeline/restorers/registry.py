@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import ReelfaceError
 from .base import Restorer
@@ -22,11 +23,13 @@ class Backend:
     weights: str | None = None  # module with check_present(restore_cfg) and status_lines(restore_cfg)
     needs_faces: bool = True  # False: changes no pixel, so a run skips detection, tracks and references
     load_to_check: bool = False  # True: loading is quick and the only full check of the weights file
+    reference_crops: str | None = None  # "module:attribute": how many reference crops it uses (None: none)
 
 
 BACKENDS = {b.name: b for b in (
     Backend("fusion", "pipeline.restorers.fusion:FusionRestorer",
-            "multi-frame fusion along each track; no weights, nothing invented"),
+            "multi-frame fusion along each track; no weights, nothing invented",
+            reference_crops="pipeline.restorers.fusion:REF_LIMIT"),
     Backend("osdface", "pipeline.restorers.osdface:load_restorer",
             "one-step diffusion (OSDFace weights on Stable Diffusion 2.1-base)",
             weights="pipeline.restorers.osdface_weights"),
@@ -38,8 +41,9 @@ BACKENDS = {b.name: b for b in (
 )}
 
 
-def _resolve(backend: Backend) -> Callable:
-    module_name, attribute = backend.factory.split(":")
+def _resolve(backend: Backend, target: str | None = None) -> Any:
+    """The attribute named by `target` ("module:attribute"), by default the backend's factory."""
+    module_name, attribute = (target or backend.factory).split(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -75,6 +79,12 @@ def needs_faces(restore_cfg) -> bool:
     """Whether a run with this restorer needs faces found at all (the identity restorer does not: its
     run is the pure video path, the baseline that overhead is measured against)."""
     return _backend(restore_cfg.restorer).needs_faces
+
+
+def reference_crops(restore_cfg) -> int:
+    """How many reference crops per track the restorer uses: a run stores only those."""
+    backend = _backend(restore_cfg.restorer)
+    return int(_resolve(backend, backend.reference_crops)) if backend.reference_crops else 0
 
 
 def _weights_lines(backend: Backend, restore_cfg) -> list[str]:

@@ -1,0 +1,204 @@
+"""Soak: a feature-length run's memory and bookkeeping do not grow with the video.
+
+    python benchmarks/soak.py                          # 20-minute clip (GOP 25 s), then 5-minute one-keyframe clip
+    python benchmarks/soak.py --minutes 3 --single-keyframe-minutes 1   # a quick look
+
+Each clip is generated (streamed, never held): a 320x180 textured background where people come and go,
+one or two at a time, each for 3-6 s (faces from ../shared/data/faces, ~72 px), hundreds of short
+tracks over 20 minutes. `pipeline.run.restore` runs on it in this process with the local executor and
+a cheap restorer (darkens the crop: no model), with the default tracking, references, blending and
+report. A sampler thread reads this process's RSS every 20 ms; every finished chunk of the detect and
+restore stages records the largest RSS seen while it ran and the time its manifest record took.
+
+Prints per clip and stage: peak RSS of the chunks at 2, 10 and 20 minutes (or the clip's 10 %, 50 %,
+100 % for shorter clips) and their max/min ratio (target <= 1.2), the mean manifest write time of
+the first and last tenth of the chunks and their ratio (flat: ~1), and the run's totals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from pipeline import synth  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.manifest import Manifest  # noqa: E402
+from pipeline.run import restore  # noqa: E402
+
+FACES = REPO.parent / "shared" / "data" / "faces"
+SIZE = (320, 180)
+FPS = 10
+FACE_PX = 72
+
+
+class Darken:
+    """The cheap restorer: per crop, deterministic, visible, no model."""
+
+    name, temporal_radius = "darken", 0
+
+    def restore(self, crops, refs=None):
+        return crops * 0.8
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class Sampler(threading.Thread):
+    """The largest RSS since the last `take()`."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak = rss_bytes()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.02):
+            self.peak = max(self.peak, rss_bytes())
+
+    def take(self) -> int:
+        peak, self.peak = self.peak, rss_bytes()
+        return max(peak, self.peak)
+
+
+def face_patches() -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each face photo at FACE_PX with a soft elliptical mask."""
+    patches = []
+    yy, xx = np.mgrid[0:FACE_PX, 0:FACE_PX] / (FACE_PX - 1) * 2 - 1
+    mask = np.clip((1 - (xx ** 2 / 0.8 + yy ** 2 / 0.95)) * 4, 0, 1)[..., None].astype(np.float32)
+    for path in sorted(FACES.glob("*.png")):
+        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        patches.append((cv2.resize(rgb, (FACE_PX, FACE_PX), interpolation=cv2.INTER_AREA).astype(np.float32), mask))
+    return patches
+
+
+def schedule(frames: int, seed: int) -> list[tuple[int, int, int, float, float, float, float]]:
+    """Appearances (first frame, last frame, face, x0, y0, dx, dy): two slots (left and right half),
+    each showing one person for 3-6 s, then nobody for 1-2 s; the same face never twice in a row in a
+    slot, and the slots never show the same face at once."""
+    rng = np.random.default_rng(seed)
+    shows = []
+    for slot in (0, 1):
+        t, last = int(rng.integers(0, FPS * 2)), -1
+        while t < frames:
+            length = int(rng.integers(3 * FPS, 6 * FPS))
+            face = int(rng.integers(0, 5))
+            while face == last or face % 2 != slot:  # slot 0: faces 0, 2, 4; slot 1: faces 1, 3
+                face = int(rng.integers(0, 5))
+            x0 = SIZE[0] * (0.12 + 0.5 * slot) + rng.uniform(0, SIZE[0] * 0.18)
+            y0 = rng.uniform(0.05, 0.55) * SIZE[1]
+            shows.append((t, min(frames, t + length), face, x0, y0, rng.uniform(-1, 1), rng.uniform(-0.5, 0.5)))
+            last = face
+            t += length + int(rng.integers(FPS, 2 * FPS))
+    return shows
+
+
+def clip_frames(frames: int, seed: int):
+    """The clip, one frame at a time (constant memory whatever its length)."""
+    rng = np.random.default_rng(seed)
+    background = cv2.resize((rng.random((9, 16, 3)) * 200 + 30).astype(np.uint8), SIZE, interpolation=cv2.INTER_CUBIC)
+    patches = face_patches()
+    shows = schedule(frames, seed)
+    for index in range(frames):
+        frame = background.astype(np.float32)
+        for first, last, face, x0, y0, dx, dy in shows:
+            if first <= index < last:
+                x, y = int(x0 + dx * (index - first)), int(y0 + dy * (index - first))
+                x, y = min(max(x, 0), SIZE[0] - FACE_PX), min(max(y, 0), SIZE[1] - FACE_PX)
+                rgb, mask = patches[face]
+                region = frame[y:y + FACE_PX, x:x + FACE_PX]
+                region += mask * (rgb - region)
+        yield np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def soak(minutes: float, gop_seconds: float | None, folder: Path, chunk_seconds: float, label: str) -> None:
+    frames = int(minutes * 60 * FPS)
+    clip = folder / f"{label}.mp4"
+    gop = str(int(gop_seconds * FPS)) if gop_seconds else str(frames + 1)  # + 1: one keyframe only
+    began = time.perf_counter()
+    synth.write_clip(clip, clip_frames(frames, seed=1), synth.ClipSpec(
+        time_base=synth.Fraction(1, FPS), options={"preset": "ultrafast", "crf": "20", "g": gop,
+                                                   "keyint_min": gop, "sc_threshold": "0"}))
+    made = time.perf_counter() - began
+    tracks_shown = len(schedule(frames, seed=1))
+
+    sampler = Sampler()
+    sampler.start()
+    records: dict[str, list[tuple[int, float]]] = {"detect": [], "restore": []}  # per chunk: (peak RSS, write s)
+    original_mark = Manifest.mark
+
+    def timed_mark(self, stage, name, file=None, **info):
+        began = time.perf_counter()
+        original_mark(self, stage, name, file, **info)
+        if stage in records:
+            records[stage].append((sampler.take(), time.perf_counter() - began))
+
+    Manifest.mark = timed_mark
+    cfg = load_config("default", [f"run.chunk_seconds={chunk_seconds}", "run.context_frames=2", "detect.stride=3",
+                                  "encode.codec=libx264", "encode.preset=ultrafast"])
+    began = time.perf_counter()
+    try:
+        restore(clip, folder / f"{label}.out.mp4", cfg, make_restorer=Darken)
+    finally:
+        Manifest.mark = original_mark
+        sampler.stop.set()
+    wall = time.perf_counter() - began
+    report = json.loads((folder / f"{label}.out.mp4.report.json").read_text())
+    marks = [60 * m for m in (2, 10, 20) if 60 * m <= minutes * 60] if minutes >= 20 else \
+        [minutes * 60 * f for f in (0.1, 0.5, 1.0)]
+    for stage, chunks in records.items():
+        at = [min(len(chunks) - 1, int(s // chunk_seconds)) for s in marks]
+        peaks = [chunks[k][0] for k in at]
+        tenth = max(1, len(chunks) // 10)
+        first_write = float(np.mean([w for _, w in chunks[:tenth]]))
+        last_write = float(np.mean([w for _, w in chunks[-tenth:]]))
+        print(json.dumps({
+            "benchmark": "soak", "clip": label, "stage": stage, "minutes": minutes, "frames": frames,
+            "chunks": len(chunks), "chunk_seconds": chunk_seconds,
+            "gop": "one keyframe" if not gop_seconds else f"{gop_seconds} s",
+            "peak_rss_mb_at_s": {f"{s:g}": round(p / 2 ** 20, 1) for s, p in zip(marks, peaks)},
+            "rss_ratio_max_min": round(max(peaks) / min(peaks), 3),
+            "peak_rss_mb_any_chunk": round(max(p for p, _ in chunks) / 2 ** 20, 1),
+            "manifest_write_ms_first_tenth": round(1000 * first_write, 2),
+            "manifest_write_ms_last_tenth": round(1000 * last_write, 2),
+            "manifest_write_ratio_last_first": round(last_write / first_write, 2),
+            "machine": f"{platform.machine()} {len(os.sched_getaffinity(0))} cores, no GPU, shared",
+        }), flush=True)
+    print(json.dumps({"benchmark": "soak.run", "clip": label, "minutes": minutes, "frames": frames,
+                      "appearances_generated": tracks_shown, "tracks_restored": len(report["tracks"]),
+                      "restore_wall_s": round(wall, 1), "clip_write_s": round(made, 1),
+                      "load_avg": os.getloadavg()[0]}), flush=True)
+    for file in folder.glob(f"{label}*"):
+        file.unlink()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=20.0)
+    p.add_argument("--gop-seconds", type=float, default=25.0, help="keyframe interval of the long clip")
+    p.add_argument("--single-keyframe-minutes", type=float, default=5.0, help="0: skip that clip")
+    p.add_argument("--chunk-seconds", type=float, default=10.0)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.minutes > 0:
+            soak(args.minutes, args.gop_seconds, Path(tmp), args.chunk_seconds, "long")
+        if args.single_keyframe_minutes > 0:
+            soak(args.single_keyframe_minutes, None, Path(tmp), args.chunk_seconds, "one-keyframe")
+
+
+if __name__ == "__main__":
+    main()
