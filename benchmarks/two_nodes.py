@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 RAY = Path(sys.executable).with_name("ray")
-SETTINGS = ["--set", "run.chunk_seconds=0.2", "--set", "run.context_frames=3", "--set", "detect.stride=3",
+SETTINGS = ["--set", "run.chunk_seconds=0.4", "--set", "run.context_frames=8", "--set", "detect.stride=3",
             "--set", "run.max_inflight=2", "--encoder", "ffv1"]
 
 
@@ -92,6 +92,9 @@ def two_node_run(folder: Path) -> dict:
     address = f"127.0.0.1:{port}"
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(REPO)
+    # loopback only, so no token: Ray 2.5x+ `ray start` turns token authentication on by default, and
+    # every client would then need the token file (a real cluster keeps it, see the Ray docs)
+    env["RAY_AUTH_MODE"] = os.environ["RAY_AUTH_MODE"] = "disabled"
     common = ["--node-ip-address=127.0.0.1", "--num-gpus=0", "--disable-usage-stats"]
     began = time.perf_counter()
     nodes: list[subprocess.Popen] = []
