@@ -127,7 +127,8 @@ def clip_frames(frames: int, fps: int, seed: int):
         yield np.clip(frame, 0, 255).astype(np.uint8)
 
 
-def soak(minutes: float, gop_seconds: float | None, folder: Path, chunk_seconds: float, fps: int, label: str) -> None:
+def soak(minutes: float, gop_seconds: float | None, folder: Path, chunk_seconds: float, fps: int, label: str,
+         progress: bool = False) -> None:
     frames = int(minutes * 60 * fps)
     clip = folder / f"{label}.mp4"
     gop = str(int(gop_seconds * fps)) if gop_seconds else str(frames + 1)  # + 1: one keyframe only
@@ -148,6 +149,10 @@ def soak(minutes: float, gop_seconds: float | None, folder: Path, chunk_seconds:
         original_mark(self, stage, name, file, **info)
         if stage in records:
             records[stage].append((sampler.take(), time.perf_counter() - began))
+            if progress:  # a line per chunk, for runs too long to wait for the summary
+                print(json.dumps({"benchmark": "soak.chunk", "clip": label, "stage": stage, "chunk": name,
+                                  "rss_mb": round(records[stage][-1][0] / 2 ** 20, 1),
+                                  "manifest_write_ms": round(1000 * records[stage][-1][1], 2)}), flush=True)
 
     Manifest.mark = timed_mark
     # the cheap end of every stage (what is measured is memory and bookkeeping, not quality): no temporal
@@ -200,12 +205,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--single-keyframe-minutes", type=float, default=5.0, help="0: skip that clip")
     p.add_argument("--chunk-seconds", type=float, default=10.0)
     p.add_argument("--fps", type=int, default=5, help="frame rate of the generated clips")
+    p.add_argument("--progress", action="store_true", help="also print a line per finished chunk")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         if args.minutes > 0:
-            soak(args.minutes, args.gop_seconds, Path(tmp), args.chunk_seconds, args.fps, "long")
+            soak(args.minutes, args.gop_seconds, Path(tmp), args.chunk_seconds, args.fps, "long", args.progress)
         if args.single_keyframe_minutes > 0:
-            soak(args.single_keyframe_minutes, None, Path(tmp), args.chunk_seconds, args.fps, "one-keyframe")
+            soak(args.single_keyframe_minutes, None, Path(tmp), args.chunk_seconds, args.fps, "one-keyframe", args.progress)
 
 
 if __name__ == "__main__":
