@@ -92,7 +92,7 @@ def test_killed_run_resumes_without_redoing_finished_chunks(clip, uninterrupted,
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a busy shared machine: the two chunks take long there
         while len(restored_chunks(work)) < 2:
             assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "the run never finished two chunks"
