@@ -20,7 +20,6 @@ import torch
 
 from . import align
 from .errors import ReelfaceError
-from .outputs import written
 from .restorers.base import TrackRefs, crops_to_tensor
 
 SHARPNESS_SIZE = 128  # aligned crops are measured at this size: sharpness relative to the face

@@ -7,7 +7,6 @@ optional backend breaks only itself.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
