@@ -68,12 +68,14 @@ def simulate(actor_counts: list[int], requests: int, crops_per_request: int, cro
     ray.init(num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, log_to_driver=False)
 
     @ray.remote(num_cpus=0)
-    def render_task(actors: list, first: int, calls: int) -> None:
+    def render_task(actors: list, first: int, calls: int) -> str:
         """A render task's traffic with the pool, as PoolRestorer sends it: one request at a time, round-robin
-        over the actors from the task's own starting actor, uint8 crops (the wire format) both ways."""
+        over the actors from the task's own starting actor, 8-bit crops as uint8 (the wire format); returns
+        the dtype the answers came back in."""
         crops = np.random.default_rng(first).integers(0, 256, (crops_per_request, 3, crop_px, crop_px), np.uint8)
-        for call in range(calls):
-            ray.get(actors[(first + call) % len(actors)].restore.remote(crops, None))
+        dtypes = {str(ray.get(actors[(first + call) % len(actors)].restore.remote(crops, None)).dtype)
+                  for call in range(calls)}
+        return ",".join(sorted(dtypes))
 
     for count in actor_counts:
         run = SimpleNamespace(restore_actors=count, gpus_per_actor=1.0, retries=0, batch_crops=batch_crops,
@@ -83,7 +85,7 @@ def simulate(actor_counts: list[int], requests: int, crops_per_request: int, cro
         ray.get([render_task.remote(pool.actors, k, 1) for k in range(tasks)])  # warm: workers up, imports done
         warm = pool.stats()
         began = time.perf_counter()
-        ray.get([render_task.remote(pool.actors, k, requests // tasks_per_actor) for k in range(tasks)])
+        answers = set(ray.get([render_task.remote(pool.actors, k, requests // tasks_per_actor) for k in range(tasks)]))
         wall = time.perf_counter() - began
         stats = pool.stats()
         batches = sum(s["batches"] for s in stats) - sum(s["batches"] for s in warm)
@@ -93,7 +95,7 @@ def simulate(actor_counts: list[int], requests: int, crops_per_request: int, cro
             "benchmark": "scaling.simulate", "actors": count, "render_tasks": tasks, "crops": total,
             "wall_s": round(wall, 3), "crops_per_s": round(total / wall, 1), "ideal_crops_per_s": round(ideal, 1),
             "efficiency": round(total / wall / ideal, 2), "mean_batch": round(total / batches, 2),
-            "request_crops": crops_per_request, "crop_px": crop_px, "wire": "uint8",
+            "request_crops": crops_per_request, "crop_px": crop_px, "answers_dtype": ",".join(sorted(answers)),
             "MB_per_s_each_way": round(total / wall * 3 * crop_px ** 2 / 1e6, 1),
             "sleep_per_batch_s": per_batch, "sleep_per_crop_s": per_crop, "batch_crops": batch_crops,
             "load_avg": os.getloadavg()[0], "machine": machine(),

@@ -171,8 +171,9 @@ def soak(minutes: float, gop_seconds: float | None, folder: Path, chunk_seconds:
         tracks = len(pickle.load(f).tracks)
     marks = [60 * m for m in (2, 10, 20) if 60 * m <= minutes * 60] if minutes >= 20 else \
         [minutes * 60 * f for f in (0.1, 0.5, 1.0)]
-    for stage, chunks in records.items():
-        at = [min(len(chunks) - 1, int(s // chunk_seconds)) for s in marks]
+    plan = json.loads((folder / f"{label}.out.mp4.work" / "manifest.json").read_text())["plan"]
+    for stage, chunks in records.items():  # the chunk holding each mark (chunks may end early on a keyframe)
+        at = [max(i for i, c in enumerate(plan) if c["start"] <= s * fps) for s in marks]
         peaks = [chunks[k][0] for k in at]
         tenth = max(1, len(chunks) // 10)
         first_write = float(np.mean([w for _, w in chunks[:tenth]]))

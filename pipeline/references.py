@@ -86,7 +86,7 @@ class ReferenceStore:
     as it is for the segments). A small cache keeps the tracks of the current chunk converted.
     """
 
-    CACHED_TRACKS = 16
+    CACHED_TRACKS = 4  # a chunk's few tracks; each holds up to K float crops of 3 MB
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
