@@ -50,7 +50,7 @@ class Darken:
 
 def config(executor, *extra):
     return load_config("default", [
-        f"run.executor={executor}", "run.chunk_seconds=0.3", "run.context_frames=2",
+        f"run.executor={executor}", "run.chunk_seconds=0.3", "run.context_frames=4",
         "run.max_inflight=2", "run.restore_actors=2", "run.batch_wait_ms=5", "encode.codec=ffv1",
         "detect.stride=3", *extra])
 

@@ -21,7 +21,7 @@ from pipeline.run import restore
 from pipeline.video import decode
 from ray_clips import two_faces
 
-SETTINGS = ["run.chunk_seconds=0.2", "run.context_frames=2", "encode.codec=ffv1", "detect.stride=3",
+SETTINGS = ["run.chunk_seconds=0.2", "run.context_frames=4", "encode.codec=ffv1", "detect.stride=3",
             "run.max_inflight=2", "run.restore_actors=2", "run.batch_wait_ms=5"]
 
 DRIVER = textwrap.dedent('''
