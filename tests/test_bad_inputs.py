@@ -385,3 +385,22 @@ def test_a_failed_assembly_says_how_to_reuse_the_work(media, tmp_path, capsys, m
                               *IDENTITY])
     assert code == 0 and "resum" in err, err  # the kept segments were used
     assert len(_video_times(tmp_path / "o.mkv")) == 24
+
+
+def test_a_work_dir_in_use_is_refused_and_left_alone(media, tmp_path, capsys):
+    """Issue 13's lock seen from the command line: a second run on a work dir that another run holds is
+    refused in one line, and neither the work dir nor the output folder changes."""
+    import fcntl
+
+    work = tmp_path / "o.mp4.work"
+    work.mkdir()
+    held = os.open(work / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(held, b"4242\n")
+    before = _snapshot(tmp_path)
+    try:
+        code, err = _run(capsys, ["restore", str(media["clip"]), "-o", str(tmp_path / "o.mp4"), *IDENTITY])
+    finally:
+        os.close(held)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "in use by another reelface run" in err, err
+    assert _snapshot(tmp_path) == before
