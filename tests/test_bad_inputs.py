@@ -404,3 +404,26 @@ def test_a_work_dir_in_use_is_refused_and_left_alone(media, tmp_path, capsys):
         os.close(held)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "in use by another reelface run" in err, err
     assert _snapshot(tmp_path) == before
+
+
+def test_a_relative_output_resumes_from_its_work_dir(media, tmp_path, capsys, monkeypatch):
+    """Issue 13's relative paths seen from the command line: `-o o.mp4` from the output's folder, stopped
+    at assembly, then rerun with relative paths: the kept work is found and used."""
+    from pipeline import mux
+
+    real = mux.assemble
+
+    def fails_at_the_end(segments, source, output, info, frame_count=None, *args, **kwargs):
+        if frame_count is None:
+            raise ReelfaceError("the container moves stream #9")
+        return real(segments, source, output, info, frame_count, *args, **kwargs)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(mux, "assemble", fails_at_the_end)
+    code, _ = _run(capsys, ["restore", str(media["clip"]), "-o", "o.mp4", *IDENTITY])
+    assert code == 2 and (tmp_path / "o.mp4.work").is_dir()
+    monkeypatch.setattr(mux, "assemble", real)
+    rendered = []
+    monkeypatch.setattr("pipeline.stages.render_stage", lambda *a, **k: rendered.append(a))
+    code, err = _run(capsys, ["restore", str(media["clip"]), "-o", "o.mkv", "--work-dir", "o.mp4.work", *IDENTITY])
+    assert code == 0 and "resum" in err and rendered == [], err  # no chunk restored again
