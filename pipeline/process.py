@@ -3,7 +3,7 @@
 `restore_frames` is what every executor calls per chunk (with the chunk's context frames). All of its
 temporal decisions are made from the whole track (transforms smoothed over the track, windows cut at
 the track's own ends), so a frame comes out the same whatever chunk it was decoded in, as long as the
-chunk carries `context_frames_needed(restorer)` context frames on each side.
+chunk carries `context_frames_needed(restorer, cfg.blend.temporal)` context frames on each side.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ MIN_RUN = 32  # crops a temporal restorer keeps per call, beyond its 2r context 
 CROP_UPSAMPLE = 2.0  # crop pixels per frame pixel (1.5 lost 0.4 dB to the warps in and out)
 HEAD_ZOOM = 1.35  # the crop shows this many times the FFHQ framing
 MIN_CROP = 64  # px; the smallest crop (a 20 px face still gets a 64 px crop)
-MAX_CROP = 768  # px; a bigger face is restored at a little less than its resolution
+MAX_CROP = 640  # px; a bigger face is restored at a little less than its resolution (bounds its cost)
 
 
-def context_frames_needed(restorer) -> int:
-    """Context frames a chunk needs on each side for chunk-independent output."""
-    return int(getattr(restorer, "temporal_radius", 0)) + STABILISE_RADIUS
+def context_frames_needed(restorer, stabilise_strength: float) -> int:
+    """Context frames a chunk needs on each side for chunk-independent output: the restorer's window,
+    then the stabiliser's (when it is on)."""
+    return int(getattr(restorer, "temporal_radius", 0)) + (STABILISE_RADIUS if stabilise_strength > 0 else 0)
 
 
 @dataclass

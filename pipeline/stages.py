@@ -80,11 +80,11 @@ def render_stage(path: str, chunk: Chunk, info: Any, trackset: Any, refs: Any, r
     from .process import context_frames_needed, restore_frames
     from .video import VideoWriter, decode
 
-    needed = context_frames_needed(restorer)
+    needed = context_frames_needed(restorer, cfg.blend.temporal)
     if cfg.run.context_frames < needed:
         # fewer would make frames near chunk borders depend on where the chunks were cut
-        raise ReelfaceError(f"run.context_frames is {cfg.run.context_frames} but the {restorer.name} restorer "
-                            f"needs {needed} context frames on each side of a chunk; set run.context_frames={needed}")
+        raise ReelfaceError(f"run.context_frames is {cfg.run.context_frames} but the {restorer.name} restorer and the "
+                            f"stabiliser (blend.temporal) need {needed} context frames on each side of a chunk; set run.context_frames={needed}")
     began = time.perf_counter()
     frames = list(decode(path, chunk.context_start, chunk.context_stop, info=info))
     if len(frames) != chunk.context_stop - chunk.context_start:

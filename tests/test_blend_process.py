@@ -34,7 +34,7 @@ def test_chunks_with_context_match_one_pass(clip):
     restorer = WindowMean()
     whole = [ArrayFrame(i, f) for i, f in enumerate(frames)]
     restore_frames(whole, trackset, None, restorer, cfg)
-    context = context_frames_needed(restorer)
+    context = context_frames_needed(restorer, cfg.blend.temporal)
     assert context == restorer.temporal_radius + STABILISE_RADIUS  # the restorer's window, then the stabiliser's
     chunked = {}
     for start, stop in ((0, 5), (5, 10)):

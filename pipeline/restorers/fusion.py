@@ -61,36 +61,45 @@ def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
 
 
 class PairFlows:
-    """Dense flow between any two crops of a run, each directed pair computed once."""
+    """Dense flow between any two crops of a run, each directed pair computed once, at half the crop size
+    (about the frame's own resolution), where the weights are decided too: only the luma that is
+    averaged is pulled at full size."""
 
-    def __init__(self, luma: np.ndarray):
-        size = luma.shape[1]
+    def __init__(self, yuv: np.ndarray):
+        size = yuv.shape[1]
         self.size = size
-        self.flow_size = min(max(size // 2, 32), FLOW_MAX)
+        self.flow_size = small = min(max(size // 2, 32), FLOW_MAX)
         self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-        small = [cv2.resize(y, (self.flow_size, self.flow_size), interpolation=cv2.INTER_AREA) for y in luma]
-        self.greys = [np.clip(_blur(y, FLOW_PRESMOOTH), 0, 255).astype(np.uint8) for y in small]
+        self.small = [cv2.resize(c, (small, small), interpolation=cv2.INTER_AREA) for c in yuv]  # yuv
+        self.greys = [np.clip(_blur(c[..., 0], FLOW_PRESMOOTH), 0, 255).astype(np.uint8) for c in self.small]
         grid = np.mgrid[0:size, 0:size].astype(np.float32)
         self.grid = (grid[1], grid[0])
+        grid = np.mgrid[0:small, 0:small].astype(np.float32)
+        self.grid_small = (grid[1], grid[0])
         self._flows: dict[tuple[int, int], np.ndarray] = {}
 
     def flow(self, i: int, j: int) -> np.ndarray:
-        """Flow f at crop size with crop_i(x) ~ crop_j(x + f)."""
+        """Flow f at flow size with crop_i(x) ~ crop_j(x + f)."""
         if (i, j) not in self._flows:
-            f = self.dis.calc(self.greys[i], self.greys[j], None)
-            if self.flow_size != self.size:
-                f = cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_LINEAR) * (self.size / self.flow_size)
-            self._flows[(i, j)] = f
+            self._flows[(i, j)] = self.dis.calc(self.greys[i], self.greys[j], None)
         return self._flows[(i, j)]
 
-    def pull(self, image: np.ndarray, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
-        """Crop j's `image` warped onto crop i, and the forward-backward confidence (0..1) of each pixel."""
+    def pull_small(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Crop j at flow size (yuv) warped onto crop i, and the forward-backward confidence (0..1)."""
         f = self.flow(i, j)
-        mx, my = self.grid[0] + f[..., 0], self.grid[1] + f[..., 1]
-        pulled = cv2.remap(image, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        mx, my = self.grid_small[0] + f[..., 0], self.grid_small[1] + f[..., 1]
+        pulled = cv2.remap(self.small[j], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         back = cv2.remap(self.flow(j, i), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        mismatch = ((f + back) ** 2).sum(-1) * (self.flow_size / self.size) ** 2
+        mismatch = ((f + back) ** 2).sum(-1)
         return pulled, np.exp(-0.5 * mismatch / FB_TOLERANCE ** 2)
+
+    def pull_luma(self, luma: np.ndarray, i: int, j: int) -> np.ndarray:
+        """Crop j's full-size luma warped onto crop i."""
+        f = self.flow(i, j)
+        if self.flow_size != self.size:
+            f = cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_LINEAR) * (self.size / self.flow_size)
+        return cv2.remap(luma, self.grid[0] + f[..., 0], self.grid[1] + f[..., 1], cv2.INTER_CUBIC,
+                         borderMode=cv2.BORDER_REPLICATE)
 
 
 def window(i: int, n: int, radius: int) -> range:
@@ -100,28 +109,37 @@ def window(i: int, n: int, radius: int) -> range:
 
 
 def fuse(yuv: np.ndarray, flows: PairFlows, i: int, radius: int) -> tuple[np.ndarray, float]:
-    """Crop i fused with its window: (yuv, effective number of crops averaged)."""
-    stack, conf = [yuv[i]], [np.ones(yuv.shape[1:3], np.float32)]
-    for j in window(i, len(yuv), radius):
-        if j != i:
-            pulled, c = flows.pull(yuv[j], i, j)
-            stack.append(pulled)
-            conf.append(c)
-    stack_arr, conf_arr = np.stack(stack), np.stack(conf)
-    if len(stack) == 1:
+    """Crop i fused with its window: (yuv, effective number of crops averaged). Weights and colour are
+    decided at flow size; the luma is averaged at full size with the weights upsampled."""
+    others = [j for j in window(i, len(yuv), radius) if j != i]
+    if not others:
         return yuv[i], 1.0
-    luma = stack_arr[..., 0]
-    median = np.median(luma, 0)
-    dist = np.stack([np.abs(_blur(y - median, AGREEMENT_BLUR)) for y in luma])
+    pulled, conf = zip(*(flows.pull_small(i, j) for j in others))
+    stack = np.stack([flows.small[i], *pulled])
+    conf_arr = np.stack([np.ones(stack.shape[1:3], np.float32), *conf])
+    luma_small = stack[..., 0]
+    median = np.median(luma_small, 0)
+    blur = AGREEMENT_BLUR * flows.flow_size / flows.size
+    dist = np.stack([np.abs(_blur(y - median, blur)) for y in luma_small])
     # noise of the blurred distance, robustly, from pixels the flow trusts; a floor keeps a clean static
     # window from rejecting every neighbour
     tau = AGREEMENT * max(1.4826 * float(np.median(dist[conf_arr > 0.5])), 0.5)
     weights = conf_arr * np.exp(-0.5 * (dist / tau) ** 2)
     weights[0] = 1.0  # the crop itself always counts fully
     wsum = weights.sum(0)
-    fused = (weights[..., None] * stack_arr).sum(0) / wsum[..., None]
     effective = float(np.mean(wsum ** 2 / np.maximum((weights ** 2).sum(0), EPS)))
-    return fused.astype(np.float32), effective
+    size = flows.size
+    chroma = (weights[..., None] * stack[..., 1:]).sum(0) / wsum[..., None]
+    # colour has little fine detail (video stores it at half size too): fused small, upsampled
+    out = np.empty_like(yuv[i])
+    out[..., 1:] = cv2.resize(chroma, (size, size), interpolation=cv2.INTER_LINEAR) if size != flows.flow_size else chroma
+    full = [cv2.resize(w, (size, size), interpolation=cv2.INTER_LINEAR) if size != flows.flow_size else w
+            for w in weights]
+    luma = full[0] * yuv[i, ..., 0]
+    for w, j in zip(full[1:], others):
+        luma += w * flows.pull_luma(yuv[j, ..., 0], i, j)
+    out[..., 0] = luma / np.maximum(sum(full), EPS)
+    return out, effective
 
 
 def estimate_psf_sigma(lumas: list[np.ndarray]) -> float:
@@ -180,7 +198,7 @@ def restore_run(images: np.ndarray, radius: int = TEMPORAL_RADIUS) -> np.ndarray
     removed from it), so a crop's result depends only on its window, never on where a call began.
     """
     yuv = _to_yuv(images.astype(np.float32))
-    flows = PairFlows(yuv[..., 0])
+    flows = PairFlows(yuv)
     out = np.empty_like(yuv)
     for i in range(len(yuv)):
         fused, averaged = fuse(yuv, flows, i, radius)

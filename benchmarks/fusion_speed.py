@@ -1,0 +1,86 @@
+"""Fusion restorer speed per crop, against an earlier version of it, in the same run.
+
+    python benchmarks/fusion_speed.py [--against REV] [--sizes 48 96 160 280] [--window 15]
+
+The crop of a face now follows its size in the frame (pipeline.process.crop_geometry); the earlier
+fusion took every face at 512x512. For each face box size (in frame pixels) this times the current
+restorer on crops of the size it gets, and the version of pipeline/restorers/fusion.py at REV (default:
+the last one before the adaptive rewrite) on the 512 crops it took, on the same noisy texture run.
+One JSON line per size with ms per crop for both and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+BEFORE_REWRITE = "a18a2a4~1"
+FACE_TO_TEMPLATE = 0.49  # the detector's face box spans about this much of the 512 FFHQ crop
+
+
+def _load_version(rev: str):
+    source = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:pipeline/restorers/fusion.py"],
+                            capture_output=True, text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp()) / "fusion_then.py"
+    path.write_text(source.replace("from .base import", "from pipeline.restorers.base import"))
+    spec = importlib.util.spec_from_file_location("fusion_then", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(size: int, n: int, seed: int = 0):
+    import cv2
+    import torch
+
+    rng = np.random.default_rng(seed)
+    tex = cv2.resize(rng.uniform(0, 1, (size // 6, size // 6, 3)).astype(np.float32), (size, size))
+    frames = np.stack([np.roll(tex, k, axis=1) + rng.normal(0, 0.03, tex.shape) for k in range(n)])
+    return torch.from_numpy(np.clip(frames, 0, 1).astype(np.float32)).permute(0, 3, 1, 2).contiguous()
+
+
+def _ms_per_crop(restorer, crops) -> float:
+    restorer.restore(crops[:3], None)  # warm-up
+    began = time.perf_counter()
+    restorer.restore(crops, None)
+    return 1000 * (time.perf_counter() - began) / len(crops)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", default=BEFORE_REWRITE)
+    parser.add_argument("--sizes", nargs="+", type=int, default=[48, 96, 160, 280])
+    parser.add_argument("--window", type=int, default=15)
+    args = parser.parse_args()
+
+    import torch
+
+    from pipeline import align
+    from pipeline.process import crop_geometry
+    from pipeline.restorers.fusion import FusionRestorer
+
+    now, then = FusionRestorer(), _load_version(args.against).FusionRestorer()
+    then_ms = _ms_per_crop(then, _run(align.CROP_SIZE, args.window))
+    for face in args.sizes:
+        # a transform whose 512 crop holds a face of `face` frame pixels
+        scale = FACE_TO_TEMPLATE * align.CROP_SIZE / face
+        size, _ = crop_geometry(np.array([[[scale, 0, 0], [0, scale, 0]]], np.float32), now)
+        now_ms = _ms_per_crop(now, _run(size, args.window))
+        print(json.dumps({"measure": "fusion_ms_per_crop", "face_px": face, "crop_px": size,
+                          "now_ms": round(now_ms, 1), "then_ms_512": round(then_ms, 1),
+                          "ratio_now_to_then": round(now_ms / then_ms, 3), "against": args.against,
+                          "torch_threads": torch.get_num_threads()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
