@@ -164,13 +164,13 @@ def select_references(path, trackset, cfg, store: ReferenceStore, keep: int | No
 
     top_k, min_gap = cfg.references.top_k, cfg.references.min_gap
     keep = top_k + max((len(v) for v in cfg.references.photos.values()), default=0) if keep is None else keep
-    people = _load_people(cfg) if cfg.references.photos and keep else {}
+    people = _load_people(cfg) if cfg.references.photos else {}
     wanted: dict[int, list[tuple[object, int, np.ndarray, float]]] = {}  # frame -> (track, i, M, cheap)
     last_wanted: dict[int, list[object]] = {}  # frame -> tracks whose last candidate it is
     for track in trackset.tracks:
         transforms = track_transforms(track)
         cheap = cheap_scores(track, transforms)
-        picks = spread_top(track.frames, cheap, top_k * CANDIDATES_PER_REF, max(1, min_gap // 2)) if keep else []
+        picks = spread_top(track.frames, cheap, top_k * CANDIDATES_PER_REF, max(1, min_gap // 2))
         for i in picks:
             wanted.setdefault(track.frames[i], []).append((track, i, transforms[i], float(cheap[i])))
         last_wanted.setdefault(max((track.frames[i] for i in picks), default=-1), []).append(track)
@@ -183,7 +183,6 @@ def select_references(path, trackset, cfg, store: ReferenceStore, keep: int | No
         photos = _match_person(track, people, info, cfg)
         picks = spread_top([f for f, _, _ in found], np.array([s for _, _, s in found]), top_k, min_gap) \
             if found else []
-        picks = picks[:max(0, keep - len(photos))]
         info.frames = [found[p][0] for p in picks]
         info.scores = [round(found[p][2], 3) for p in picks]
         store.put(track.track_id, [*photos, *(found[p][1] for p in picks)][:keep], track.embedding)

@@ -27,8 +27,7 @@ class Backend:
 
 BACKENDS = {b.name: b for b in (
     Backend("fusion", "pipeline.restorers.fusion:FusionRestorer",
-            "multi-frame fusion along each track; no weights, nothing invented",
-            reference_crops="pipeline.restorers.fusion:REF_LIMIT"),
+            "multi-frame fusion along each track; no weights, nothing invented"),
     Backend("osdface", "pipeline.restorers.osdface:load_restorer",
             "one-step diffusion (OSDFace weights on Stable Diffusion 2.1-base)",
             weights="pipeline.restorers.osdface_weights"),
