@@ -31,13 +31,15 @@ AGREEMENT = 3.0  # a neighbour's weight is exp(-d^2 / 2 (AGREEMENT * noise)^2), 
 AGREEMENT_BLUR = 1.0  # px; distance measured on lightly blurred images so the noise itself does not count
 # Blur estimate: edge gradients before/after a known re-blur (Zhuo & Sim 2011). On sharp ground truth
 # the estimator reads 1.3-1.7 px at our crop scale (the image's own edge width), so that much is not blur
-# to undo; SHRINK keeps the estimate on the safe side (too wide a PSF rings), and below MIN_PSF nothing
-# is deconvolved (compression and plain noise read as a little blur; undoing it loses detail).
+# to undo; SHRINK keeps the estimate on the safe side (too wide a PSF rings). Compression and plain noise
+# read as a little blur and undoing it loses detail, so estimates below PSF_RAMP[0] deconvolve nothing,
+# and between the two ends the PSF grows continuously to the estimate: a frame whose estimate moves a
+# little never switches deconvolution on or off (that would flicker on real footage).
 REBLUR_SIGMA = 1.0
 EDGE_PERCENTILE = 97.0
 INTRINSIC_EDGE = 1.7
 SHRINK = 0.85
-MIN_PSF = 1.0
+PSF_RAMP = (0.6, 1.2)  # px
 MAX_PSF = 4.0  # px; never deconvolve wider than this, whatever the estimate
 MAX_GAIN = 3.0  # the deconvolution amplifies no frequency more than this
 SPECTRUM_BINS = 48  # radial frequency bins of the run's power spectra
@@ -143,7 +145,8 @@ def fuse(yuv: np.ndarray, flows: PairFlows, i: int, radius: int) -> tuple[np.nda
 
 
 def estimate_psf_sigma(lumas: list[np.ndarray]) -> float:
-    """Gaussian blur (px) left in fused lumas, from their strongest edges, beyond a sharp image's own."""
+    """Gaussian blur (px) to undo in fused lumas, from their strongest edges, beyond a sharp image's own
+    (0 for a sharp image)."""
     ratios = []
     for y in lumas:
         g = _blur(y, 0.5)
@@ -154,7 +157,9 @@ def estimate_psf_sigma(lumas: list[np.ndarray]) -> float:
         ratios.append(m1[edges] / np.maximum(m2[edges], EPS))
     ratio = np.clip(np.concatenate(ratios), 1.01, None)
     measured = float(np.median(REBLUR_SIGMA / np.sqrt(ratio ** 2 - 1)))
-    return float(min(SHRINK * np.sqrt(max(measured ** 2 - INTRINSIC_EDGE ** 2, 0.0)), MAX_PSF))
+    sigma = min(SHRINK * np.sqrt(max(measured ** 2 - INTRINSIC_EDGE ** 2, 0.0)), MAX_PSF)
+    lo, hi = PSF_RAMP
+    return float(sigma * np.clip((sigma - lo) / (hi - lo), 0.0, 1.0))
 
 
 class WienerFilter:
@@ -207,7 +212,7 @@ def restore_run(images: np.ndarray, radius: int = TEMPORAL_RADIUS) -> np.ndarray
             # the noise left after averaging: what fusion removed, divided by the crops averaged
             noise = (yuv[i, ..., 0] - luma) / np.sqrt(averaged)
             sigma = estimate_psf_sigma([luma])
-            fused[..., 0] = WienerFilter([luma], [noise], sigma if sigma >= MIN_PSF else 0.0)(luma)
+            fused[..., 0] = WienerFilter([luma], [noise], sigma)(luma)
         out[i] = fused
     return np.clip(_to_rgb(out), 0, 255)
 
