@@ -51,10 +51,10 @@ def _photo_luma(data_dir, size=256):
 def test_blur_estimate_follows_the_footage(data_dir):
     """A sharp image reads as nothing to undo; the same image blurred reads a little less than its blur."""
     sharp = _photo_luma(data_dir)
-    assert estimate_psf_sigma([sharp]) == 0.0
+    assert estimate_psf_sigma(sharp) == 0.0
     for sigma in (2.0, 3.0):
         blurred = cv2.GaussianBlur(sharp, (0, 0), sigma)
-        assert 0.7 * sigma <= estimate_psf_sigma([blurred]) <= sigma, sigma  # on the safe side: too wide rings
+        assert 0.7 * sigma <= estimate_psf_sigma(blurred) <= sigma, sigma  # on the safe side: too wide rings
 
 
 def test_wiener_restores_blur_and_never_amplifies_noise_alone(data_dir):
@@ -62,11 +62,11 @@ def test_wiener_restores_blur_and_never_amplifies_noise_alone(data_dir):
     rng = np.random.default_rng(0)
     noise = rng.normal(0, 1.0, sharp.shape).astype(np.float32)
     blurred = cv2.GaussianBlur(sharp, (0, 0), 2.0) + noise
-    restored = WienerFilter([blurred], [noise], 2.0)(blurred)
+    restored = WienerFilter(blurred, noise, 2.0)(blurred)
     inner = (slice(16, -16), slice(16, -16))
     assert np.abs(restored - sharp)[inner].mean() < 0.8 * np.abs(blurred - sharp)[inner].mean()  # measured 0.75
     # no blur to undo: the filter only removes noise (gain <= 1 at every frequency)
-    assert float(WienerFilter([blurred], [noise], 0.0).filter.max()) <= 1.0
+    assert float(WienerFilter(blurred, noise, 0.0).filter.max()) <= 1.0
 
 
 def _noisy_run(n=5, size=512, seed=0):

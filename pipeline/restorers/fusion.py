@@ -17,6 +17,8 @@ Only this track's own pixels are used, which is why archivists can choose it.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import torch
@@ -42,7 +44,7 @@ SHRINK = 0.85
 PSF_RAMP = (0.6, 1.2)  # px
 MAX_PSF = 4.0  # px; never deconvolve wider than this, whatever the estimate
 MAX_GAIN = 3.0  # the deconvolution amplifies no frequency more than this
-SPECTRUM_BINS = 48  # radial frequency bins of the run's power spectra
+SPECTRUM_BINS = 48  # radial frequency bins of a crop's power spectra
 EPS = 1e-6
 
 
@@ -144,36 +146,41 @@ def fuse(yuv: np.ndarray, flows: PairFlows, i: int, radius: int) -> tuple[np.nda
     return out, effective
 
 
-def estimate_psf_sigma(lumas: list[np.ndarray]) -> float:
-    """Gaussian blur (px) to undo in fused lumas, from their strongest edges, beyond a sharp image's own
+def estimate_psf_sigma(luma: np.ndarray) -> float:
+    """Gaussian blur (px) to undo in a fused luma, from its strongest edges, beyond a sharp image's own
     (0 for a sharp image)."""
-    ratios = []
-    for y in lumas:
-        g = _blur(y, 0.5)
-        r = _blur(g, REBLUR_SIGMA)
-        m1 = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
-        m2 = np.hypot(cv2.Sobel(r, cv2.CV_32F, 1, 0), cv2.Sobel(r, cv2.CV_32F, 0, 1))
-        edges = m1 > np.percentile(m1, EDGE_PERCENTILE)
-        ratios.append(m1[edges] / np.maximum(m2[edges], EPS))
-    ratio = np.clip(np.concatenate(ratios), 1.01, None)
+    g = _blur(luma, 0.5)
+    r = _blur(g, REBLUR_SIGMA)
+    m1 = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
+    m2 = np.hypot(cv2.Sobel(r, cv2.CV_32F, 1, 0), cv2.Sobel(r, cv2.CV_32F, 0, 1))
+    edges = m1 > np.percentile(m1, EDGE_PERCENTILE)
+    ratio = np.clip(m1[edges] / np.maximum(m2[edges], EPS), 1.01, None)
     measured = float(np.median(REBLUR_SIGMA / np.sqrt(ratio ** 2 - 1)))
     sigma = min(SHRINK * np.sqrt(max(measured ** 2 - INTRINSIC_EDGE ** 2, 0.0)), MAX_PSF)
     lo, hi = PSF_RAMP
     return float(sigma * np.clip((sigma - lo) / (hi - lo), 0.0, 1.0))
 
 
-class WienerFilter:
-    """Wiener deconvolution of one run's fused crops: a Gaussian PSF and the run's own signal and noise
-    power spectra (radially averaged), so frequencies the noise dominates are not amplified."""
+@functools.lru_cache(maxsize=8)
+def _spectral_grid(size: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """For crops of `size`: the reflect padding, the radial frequency of each rfft bin of the padded
+    image, its ring index, and the Hann window (the same for every crop of a run: computed once)."""
+    pad = size // 4
+    n = size + 2 * pad
+    fy, fx = np.fft.fftfreq(n)[:, None], np.fft.rfftfreq(n)[None, :]
+    radius = np.sqrt(fx ** 2 + fy ** 2)
+    rings = np.minimum((radius / radius.max() * SPECTRUM_BINS).astype(int), SPECTRUM_BINS - 1)
+    hann = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
+    return pad, radius, rings, hann
 
-    def __init__(self, fused: list[np.ndarray], noise: list[np.ndarray], sigma: float):
-        size = fused[0].shape[0]
-        self.pad = size // 4
-        n = size + 2 * self.pad
-        fy, fx = np.fft.fftfreq(n)[:, None], np.fft.rfftfreq(n)[None, :]
-        radius = np.sqrt(fx ** 2 + fy ** 2)
-        bins = np.minimum((radius / radius.max() * SPECTRUM_BINS).astype(int), SPECTRUM_BINS - 1)
-        signal, noise_power = (_radial_power(images, n, bins) for images in (fused, noise))
+
+class WienerFilter:
+    """Wiener deconvolution of one fused crop: a Gaussian PSF and the crop's own signal and noise power
+    spectra (radially averaged), so frequencies the noise dominates are not amplified."""
+
+    def __init__(self, fused: np.ndarray, noise: np.ndarray, sigma: float):
+        self.pad, radius, rings, hann = _spectral_grid(fused.shape[0])
+        signal, noise_power = (_radial_power(img, hann, rings) for img in (fused, noise))
         clean = np.maximum(signal - noise_power, EPS)
         otf = np.exp(-2 * np.pi ** 2 * sigma ** 2 * radius ** 2)
         self.filter = np.minimum(clean / (clean + noise_power) / otf, MAX_GAIN).astype(np.float32)
@@ -186,14 +193,12 @@ class WienerFilter:
         return out[p:-p, p:-p].astype(np.float32)
 
 
-def _radial_power(images: list[np.ndarray], n: int, bins: np.ndarray) -> np.ndarray:
-    """Mean power spectrum of Hann-windowed images on the rfft grid of size n, averaged over rings."""
-    size = images[0].shape[0]
-    hann = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
-    power = sum(np.abs(np.fft.rfft2((img - img.mean()) * hann, s=(n, n))) ** 2 for img in images)
-    power = power / (len(images) * float((hann ** 2).sum()))
-    counts = np.maximum(np.bincount(bins.ravel(), minlength=SPECTRUM_BINS), 1)
-    return (np.bincount(bins.ravel(), power.ravel(), SPECTRUM_BINS) / counts)[bins]
+def _radial_power(img: np.ndarray, hann: np.ndarray, rings: np.ndarray) -> np.ndarray:
+    """Power spectrum of the Hann-windowed image on the padded rfft grid, averaged over rings."""
+    n = rings.shape[0]
+    power = np.abs(np.fft.rfft2((img - img.mean()) * hann, s=(n, n))) ** 2 / float((hann ** 2).sum())
+    counts = np.maximum(np.bincount(rings.ravel(), minlength=SPECTRUM_BINS), 1)
+    return (np.bincount(rings.ravel(), power.ravel(), SPECTRUM_BINS) / counts)[rings]
 
 
 def restore_run(images: np.ndarray, radius: int = TEMPORAL_RADIUS) -> np.ndarray:
@@ -211,8 +216,7 @@ def restore_run(images: np.ndarray, radius: int = TEMPORAL_RADIUS) -> np.ndarray
             luma = fused[..., 0]
             # the noise left after averaging: what fusion removed, divided by the crops averaged
             noise = (yuv[i, ..., 0] - luma) / np.sqrt(averaged)
-            sigma = estimate_psf_sigma([luma])
-            fused[..., 0] = WienerFilter([luma], [noise], sigma)(luma)
+            fused[..., 0] = WienerFilter(luma, noise, estimate_psf_sigma(luma))(luma)
         out[i] = fused
     return np.clip(_to_rgb(out), 0, 255)
 
