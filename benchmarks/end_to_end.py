@@ -1,10 +1,19 @@
-"""Frames per second of the whole `reelface restore` on a clip (CPU, local executor), and time per stage.
+"""The whole `reelface restore` (CPU, local executor) against the identity pass, in one run, per stage.
 
-    python benchmarks/end_to_end.py [--input ../shared/data/clips/hamilton.mp4] [--restorer fusion]
+    python benchmarks/end_to_end.py [--clip hamilton|generated] [--repeats 3] [--frames 60] [--set KEY=VALUE]
 
-Runs pipeline.run.restore in this process with the stage functions wrapped by timers, and prints one
-JSON line per stage plus one for the whole run. The `faces` stage is process.restore_frames (align,
-restorer, blend, paste); `render` is the rest of each chunk (decode + encode).
+For each clip, the identity restorer (the pure video path: decode, encode, assemble; no detection) and
+the default preset (`restore.restorer=fusion` unless --set says otherwise) run back to back, alternating,
+`--repeats` times each in this process; the ratio is median(default) / median(identity), so a machine
+shared with other work slows both sides alike. Clips: ../shared/data/clips/hamilton.mp4, and a generated
+1920x1080 clip with 4 faces (pipeline.synth: photos from ../shared/data/refs moving over a smooth
+background, two of them crossing, a hard cut; `--frames` long).
+
+Prints one JSON line per pass (wall seconds per stage, the 1-minute load average before and after) and
+one per clip with the medians, frames/s and the ratio. Stage seconds are wall time spent inside each
+stage's functions; `faces` (pipeline.process: align, restorer, stabilise, blend, paste, report numbers)
+is split into `restorer`, `stabilise`, `report_identity` (the report's identity embeddings) and the rest;
+`render` is what a chunk's render stage spends outside `faces` (decode, encode).
 """
 
 from __future__ import annotations
@@ -12,65 +21,155 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import platform
+import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data"
 # benchmarks/tracking.py would shadow the tracking package when run as a script from this folder
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+STAGES = ("detect", "tracks", "references", "faces", "restorer", "stabilise", "report_identity", "render",
+          "assemble", "report")
 
-def _timed(table: dict, name: str, fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        began = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            table[name] += time.perf_counter() - began
-    return wrapper
+
+class StageTimer:
+    """Wall seconds spent inside wrapped functions, per stage (thread-safe: stages may run in threads)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.lock = threading.Lock()
+
+    def wrap(self, owner, attribute: str, stage: str) -> None:
+        function = getattr(owner, attribute)
+
+        @functools.wraps(function)
+        def timed(*args, **kwargs):
+            began = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.seconds[stage] += time.perf_counter() - began
+        setattr(owner, attribute, timed)
+
+    def take(self) -> dict[str, float]:
+        with self.lock:
+            taken, self.seconds = dict(self.seconds), defaultdict(float)
+        return taken
+
+
+def instrument() -> StageTimer:
+    from pipeline import mux, process, report, run, stages
+
+    timer = StageTimer()
+    timer.wrap(stages, "detect_stage", "detect")
+    timer.wrap(run, "tracks_stage", "tracks")
+    timer.wrap(run, "references_stage", "references")
+    timer.wrap(stages, "render_stage", "render_total")
+    timer.wrap(process, "restore_frames", "faces")
+    timer.wrap(process, "restore_run", "restorer")
+    timer.wrap(process, "stabilise", "stabilise")
+    timer.wrap(process, "identity_similarities", "report_identity")
+    timer.wrap(mux, "assemble", "assemble")
+    timer.wrap(report, "write_report", "report")
+    return timer
+
+
+def generated_clip(folder: Path, frames: int) -> Path:
+    """1920x1080, 4 people from refs/ (faces ~330 px wide), two crossing, a hard cut at 60%."""
+    import cv2
+    import numpy as np
+
+    from pipeline import synth
+    from pipeline.config import load_config
+    from tracking.detectors import get_detector
+
+    size = (1920, 1080)
+    detector = get_detector(load_config("default", ["detect.device=cpu"]))
+    faces = {}
+    for fid, person in enumerate(["obama", "biden", "kit_harington", "rose_leslie"]):
+        photo = cv2.cvtColor(cv2.imread(str(sorted((DATA / "refs" / person).glob("*.jpg"))[0])), cv2.COLOR_BGR2RGB)
+        face = max(detector.detect([photo])[0], key=lambda f: f.size)
+        cx, cy = (face.box[:2] + face.box[2:]) / 2
+        half = int(0.65 * max(face.box[2:] - face.box[:2]))
+        padded = cv2.copyMakeBorder(photo, half, half, half, half, cv2.BORDER_REFLECT101)
+        faces[fid] = padded[int(cy):int(cy) + 2 * half, int(cx):int(cx) + 2 * half]
+    cut = int(frames * 0.6)
+    rng = np.random.default_rng(0)
+    backgrounds = [cv2.resize(rng.integers(30, 220, (4, 5, 3)).astype(np.uint8), size, interpolation=cv2.INTER_CUBIC)
+                   for _ in range(2)]
+    clip, _, _ = synth.compose_faces(backgrounds, [cut], faces, synth.crossing_paths(frames, size, 4, cut, seed=2))
+    return synth.write_clip(folder / "faces_1080p.mp4", clip, synth.ClipSpec(options={"preset": "veryfast", "crf": "18"}))
+
+
+def one_pass(clip: Path, overrides: list[str], timer: StageTimer, folder: Path) -> dict:
+    from pipeline import run
+    from pipeline.config import load_config
+
+    cfg = load_config("default", ["run.executor=local", *overrides])
+    load_before = os.getloadavg()[0]
+    timer.take()
+    began = time.perf_counter()
+    run.restore(clip, folder / "out.mp4", cfg, overwrite=True)
+    total = time.perf_counter() - began
+    seconds = timer.take()
+    seconds["render"] = seconds.pop("render_total", 0.0) - seconds.get("faces", 0.0)
+    return {"seconds": round(total, 2), "stages": {s: round(seconds.get(s, 0.0), 2) for s in STAGES},
+            "load_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input", default=str(REPO.parent / "shared" / "data" / "clips" / "hamilton.mp4"))
-    parser.add_argument("--restorer", default="fusion")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--clip", action="append", choices=["hamilton", "generated"],
+                        help="clips to measure (repeatable; default both)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=60, help="frames of the generated clip")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="config override for the default pass (KEY=VALUE)")
     args = parser.parse_args()
 
     import torch
 
-    from pipeline import mux, process, run, stages
-    from pipeline.config import load_config
     from pipeline.video import probe
 
-    cfg = load_config("default", [f"restore.restorer={args.restorer}", "run.executor=local", *args.overrides])
-    seconds: dict[str, float] = defaultdict(float)
-    stages.detect_stage = _timed(seconds, "detect", stages.detect_stage)
-    run.tracks_stage = _timed(seconds, "tracks", run.tracks_stage)
-    run.references_stage = _timed(seconds, "references", run.references_stage)
-    stages.render_stage = _timed(seconds, "render_total", stages.render_stage)
-    process.restore_frames = _timed(seconds, "faces", process.restore_frames)
-    mux.assemble = _timed(seconds, "assemble", mux.assemble)
-
-    info = probe(args.input)
+    timer = instrument()
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, no GPU"
+    passes = {"identity": ["restore.restorer=identity"], "default": args.overrides}
     with tempfile.TemporaryDirectory() as tmp:
-        began = time.perf_counter()
-        run.restore(args.input, Path(tmp) / "out.mp4", cfg)
-        total = time.perf_counter() - began
-    seconds["render"] = seconds.pop("render_total") - seconds["faces"]
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, CPU"
-    common = {"clip": Path(args.input).name, "frames": info.frame_count, "restorer": args.restorer,
-              "machine": machine}
-    for stage in ("detect", "tracks", "references", "faces", "render", "assemble"):
-        print(json.dumps({"measure": f"stage_{stage}", **common, "seconds": round(seconds[stage], 2),
-                          "frames_per_s": round(info.frame_count / seconds[stage], 2) if seconds[stage] else None}))
-    print(json.dumps({"measure": "end_to_end", **common, "seconds": round(total, 2),
-                      "frames_per_s": round(info.frame_count / total, 3)}))
+        tmp = Path(tmp)
+        clips = {"hamilton": DATA / "clips" / "hamilton.mp4"}
+        if "generated" in (args.clip or ["generated"]):
+            clips["generated"] = generated_clip(tmp, args.frames)
+        for name in args.clip or ["hamilton", "generated"]:
+            clip = clips[name]
+            frames = probe(clip).frame_count
+            results: dict[str, list[dict]] = {"identity": [], "default": []}
+            for repeat in range(args.repeats):
+                for kind, overrides in passes.items():
+                    result = one_pass(clip, overrides, timer, tmp)
+                    results[kind].append(result)
+                    print(json.dumps({"benchmark": "end_to_end", "clip": clip.name, "frames": frames, "pass": kind,
+                                      "repeat": repeat, "overrides": overrides, **result}), flush=True)
+            median = {kind: statistics.median(r["seconds"] for r in runs) for kind, runs in results.items()}
+            stages = {s: round(statistics.median(r["stages"][s] for r in results["default"]), 2) for s in STAGES}
+            print(json.dumps({
+                "benchmark": "end_to_end", "clip": clip.name, "frames": frames, "repeats": args.repeats,
+                "overrides": args.overrides,
+                "identity_s": median["identity"], "default_s": median["default"],
+                "ratio_default_to_identity": round(median["default"] / median["identity"], 2),
+                "default_frames_per_s": round(frames / median["default"], 2),
+                "identity_frames_per_s": round(frames / median["identity"], 2),
+                "default_stage_s": stages,
+                "load_1min": [x for kind in results.values() for r in kind for x in r["load_1min"]],
+                "machine": machine}), flush=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ chunk carries `context_frames_needed(restorer, cfg.blend.temporal)` context fram
 from __future__ import annotations
 
 import collections
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -115,26 +116,48 @@ def _crop_face(size: int, zoom: float):
     return Face(box=box, landmarks=align.template(size, zoom), score=1.0)
 
 
+def temporal_errors(crops) -> list[float]:
+    """Mean squared change between consecutive crops inside the face mask (x1000 on a 0..1 scale)."""
+    if len(crops) < 2:
+        return []
+    core = align.crop_mask(crops[0].shape[0]) > 0.5
+    errors, previous = [], None
+    for crop in crops:  # each crop's face pixels taken once, and only two held at a time
+        inside = np.asarray(crop, np.float32)[core]
+        if previous is not None:
+            errors.append(float(1000.0 / 255.0 ** 2 * np.square(inside - previous).sum(-1).mean()))
+        previous = inside
+    return errors
+
+
+def identity_similarities(embedder, target: np.ndarray, zoom: float, crops: np.ndarray,
+                          restored: list[np.ndarray]) -> tuple[list[float], list[float]]:
+    """Cosine of IDENTITY_SAMPLES_PER_RUN sampled crops to the track's identity, before and after."""
+    face = _crop_face(crops.shape[1], zoom)
+    picks = np.linspace(0, len(crops) - 1, min(len(crops), IDENTITY_SAMPLES_PER_RUN)).round().astype(int)
+    norm = max(np.linalg.norm(target), 1e-9)
+
+    def similarity(img: np.ndarray) -> float:
+        return float(np.dot(embedder.embed(np.clip(img, 0, 255).astype(np.uint8), [face])[0], target) / norm)
+
+    return [similarity(crops[k]) for k in picks], [similarity(restored[k]) for k in picks]
+
+
 def _record(stats: dict, embedder, run: _Run, crops: np.ndarray, restored: list[np.ndarray]) -> None:
-    """Report numbers of one run: temporal error (mean squared change between consecutive crops inside
-    the face mask, x1000 on a 0..1 scale) and identity similarity to the track before/after."""
+    """Report numbers of one run: temporal error before/after and identity similarity to the track
+    before/after."""
     from .report import TrackStats
 
     entry = stats.setdefault(run.track.track_id, TrackStats(run.track.track_id))
     entry.frames.extend(run.frame_indices)
-    core = align.crop_mask(crops.shape[1]) > 0.5
-    for name, seq in (("temporal_before", crops), ("temporal_after", restored)):
-        for a, b in zip(seq, seq[1:]):
-            diff = (np.asarray(b, np.float32) - np.asarray(a, np.float32)) / 255.0
-            getattr(entry, name).append(float(1000.0 * (diff[core] ** 2).sum(-1).mean()))
+    entry.temporal_before.extend(temporal_errors(crops))
+    entry.temporal_after.extend(temporal_errors(restored))
     target = getattr(run.track, "embedding", None)
     if embedder is None or target is None:
         return
-    face = _crop_face(crops.shape[1], run.zoom)
-    for k in np.linspace(0, len(crops) - 1, min(len(crops), IDENTITY_SAMPLES_PER_RUN)).round().astype(int):
-        for name, img in (("identity_before", crops[k]), ("identity_after", restored[k])):
-            emb = embedder.embed(np.clip(img, 0, 255).astype(np.uint8), [face])[0]
-            getattr(entry, name).append(float(np.dot(emb, target) / max(np.linalg.norm(target), 1e-9)))
+    before, after = identity_similarities(embedder, target, run.zoom, crops, restored)
+    entry.identity_before.extend(before)
+    entry.identity_after.extend(after)
 
 
 def restore_frames(frames: list, trackset, refs: dict | None, restorer, cfg, stats: dict | None = None,
@@ -151,6 +174,9 @@ def restore_frames(frames: list, trackset, refs: dict | None, restorer, cfg, sta
 
 def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, stats: dict | None,
                       embedder) -> None:
+    """Runs one after another through two threads: this one crops and restores run k+1 while the other
+    stabilises, measures, blends and pastes run k (the restorer is called from one thread only, in run
+    order; everything after it follows run order too, so the output does not depend on the timing)."""
     frames_by_index = {frame.index: frame for frame in frames}
     batch_size = cfg.restore.batch_size or DEFAULT_BATCH
     changes: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -158,17 +184,11 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
     # only put the input's low-frequency noise back
     color_match = cfg.blend.color_match and not getattr(restorer, "keeps_colour", False)
     runs = _runs(frames_by_index, trackset)
-    # a frame is pasted as soon as the last run through it is restored: only frames that still wait
+    # a frame is pasted as soon as the last run through it is blended: only frames that still wait
     # for another face hold their changes, not the whole chunk
     waiting = collections.Counter(index for run in runs for index in run.frame_indices)
-    for run in runs:
-        transforms = np.stack(run.transforms)
-        size, run.zoom = crop_geometry(transforms, restorer)
-        transforms = align.crop_transforms(transforms, size, run.zoom)
-        crops = np.stack([frames_by_index[i].face_crops(transforms[k:k + 1], size)[0]
-                          for k, i in enumerate(run.frame_indices)])
-        track_refs = refs.get(run.track.track_id) if refs else None
-        restored = restore_run(crops, track_refs, restorer, batch_size)
+
+    def finish(run: _Run, transforms: np.ndarray, crops: np.ndarray, restored: list[np.ndarray]) -> None:
         restored = stabilise(list(crops), restored, cfg.blend.temporal)
         if stats is not None:
             _record(stats, embedder, run, crops, restored)
@@ -181,6 +201,24 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
                 delta = blend.paste_changes(frame.geometry, changes.pop(index), cfg.blend.feather)
                 if delta is not None:
                     frame.paste(delta)
+
+    # one run in the second thread at a time: at most two runs' crops are held (bounded memory), and a
+    # frame is never pasted while a run through it still has to be cropped
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="blend") as finisher:
+        pending: Future | None = None
+        for run in runs:
+            transforms = np.stack(run.transforms)
+            size, run.zoom = crop_geometry(transforms, restorer)
+            transforms = align.crop_transforms(transforms, size, run.zoom)
+            crops = np.stack([frames_by_index[i].face_crops(transforms[k:k + 1], size)[0]
+                              for k, i in enumerate(run.frame_indices)])
+            track_refs = refs.get(run.track.track_id) if refs else None
+            restored = restore_run(crops, track_refs, restorer, batch_size)
+            if pending is not None:
+                pending.result()
+            pending = finisher.submit(finish, run, transforms, crops, restored)
+        if pending is not None:
+            pending.result()
 
 
 class ArrayFrame:
