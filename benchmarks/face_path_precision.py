@@ -62,8 +62,8 @@ def measure(path: Path, frames: int, repeats: int) -> list[dict]:
         rgb = frame.native.reformat(format="rgb24", **to_rgb).to_ndarray()
         rows["face crop"][0].append(_ms(lambda: view.face_crops(transform), repeats))
         rows["face crop"][1].append(_ms(lambda: align.warp_faces(rgb, transform), repeats))
-        delta = blend.paste_changes(view.geometry, [(change, transform[0])], 0.1)
-        rows["paste"][0].append(_ms(lambda: view.paste(delta), 1))  # it changes the frame: once
+        pasted = blend.paste_changes(view.geometry, [(change, transform[0])], 0.1)
+        rows["paste"][0].append(_ms(lambda: view.paste(*pasted), 1))  # it changes the frame: once
     out = []
     for name, (new, old) in rows.items():
         entry = {"benchmark": "face_path_precision", "clip": path.name, "pix_fmt": info.pix_fmt,

@@ -198,9 +198,9 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
             waiting[index] -= 1
             if not waiting[index]:
                 frame = frames_by_index[index]
-                delta = blend.paste_changes(frame.geometry, changes.pop(index), cfg.blend.feather)
-                if delta is not None:
-                    frame.paste(delta)
+                pasted = blend.paste_changes(frame.geometry, changes.pop(index), cfg.blend.feather)
+                if pasted is not None:
+                    frame.paste(*pasted)
 
     # one run in the second thread at a time: at most two runs' crops are held (bounded memory), and a
     # frame is never pasted while a run through it still has to be cropped
@@ -240,5 +240,8 @@ class ArrayFrame:
     def face_crops(self, transforms: np.ndarray, size: int = align.CROP_SIZE) -> np.ndarray:
         return align.warp_faces(self.rgb.astype(np.float32), transforms, size)
 
-    def paste(self, delta: np.ndarray) -> None:
-        self.rgb = np.clip(np.rint(self.rgb + delta), 0, 255).astype(np.uint8)
+    def paste(self, delta: np.ndarray, at: tuple[int, int] = (0, 0)) -> None:
+        (top, left), (h, w) = at, delta.shape[:2]
+        rgb = self.rgb.copy()
+        rgb[top:top + h, left:left + w] = np.clip(np.rint(rgb[top:top + h, left:left + w] + delta), 0, 255)
+        self.rgb = rgb

@@ -437,17 +437,25 @@ class FrameView:
             crops[k] = align.warp_faces(region, align.shift_origin(m, x0, y0)[None], size)[0]
         return np.clip(crops, 0, 255)
 
-    def paste(self, delta: np.ndarray) -> None:
-        """Add a change (grid H, W, 3 float, working space 0..255) to the native samples; samples whose
-        change is zero are not written (a zero change writes nothing, at any bit depth)."""
-        if delta.shape != (*self.geometry.shape, 3):
-            raise ValueError(f"paste needs a change shaped {(*self.geometry.shape, 3)}, got {delta.shape}")
+    def paste(self, delta: np.ndarray, at: tuple[int, int] = (0, 0)) -> None:
+        """Add a change (h, w, 3 float, working space 0..255) whose top-left pixel is grid pixel `at`
+        (row, column) to the native samples; samples whose change is zero are not written (a zero change
+        writes nothing, at any bit depth)."""
+        top, left = at
+        if delta.ndim != 3 or delta.shape[2] != 3 or min(top, left) < 0 \
+                or top + delta.shape[0] > self.geometry.shape[0] or left + delta.shape[1] > self.geometry.shape[1]:
+            raise ValueError(f"paste needs a change (h, w, 3) inside the {self.geometry.shape} grid, got "
+                             f"{delta.shape} at {at}")
         box = align.mask_box(np.any(delta != 0, axis=-1))
         if box is None:
             return
         self.frame._frame.make_writable()  # copies the decoder's buffer if it is still referenced
-        region, factors, (y0, y1, x0, x1) = self._region((box[1], box[3], box[0], box[2]))
-        if self.frame._colour.add_change(region, factors, delta[y0:y1, x0:x1]):
+        bx0, by0, bx1, by1 = box
+        region, factors, (y0, y1, x0, x1) = self._region((top + by0, top + by1, left + bx0, left + bx1))
+        # the region is the changed box grown to whole chroma samples; the change is zero on that rim
+        change = np.zeros((y1 - y0, x1 - x0, 3), delta.dtype)
+        change[top + by0 - y0:top + by1 - y0, left + bx0 - x0:left + bx1 - x0] = delta[by0:by1, bx0:bx1]
+        if self.frame._colour.add_change(region, factors, change):
             self.frame._rgb = None
             self.frame.pasted = True
 

@@ -30,7 +30,10 @@ def test_paste_changes_feathers_inside_the_face_and_leaves_the_rest():
     landmarks = align.FFHQ_TEMPLATE_512[None] * 0.3 + np.array([120, 60], np.float32)
     transform = align.estimate_transforms(landmarks)[0]
     change = np.full((512, 512, 3), 40.0, np.float32)
-    delta = blend.paste_changes(grid, [(change, transform)], feather=0.1)
+    part, (top, left) = blend.paste_changes(grid, [(change, transform)], feather=0.1)
+    delta = np.zeros((300, 400, 3), np.float32)
+    delta[top:top + part.shape[0], left:left + part.shape[1]] = part
+    assert part.shape[0] * part.shape[1] < 0.5 * delta[..., 0].size  # only the face's box is computed
     centre = landmarks[0].mean(0).astype(int)
     assert abs(delta[centre[1], centre[0]].mean() - 40) < 1e-3  # full change in the middle of the face
     mask = align.paste_mask(transform, (300, 400), 0.1)

@@ -98,6 +98,29 @@ def test_paste_keeps_unmasked_samples_bit_identical(clips, clip, dtype):
 
 
 @pytest.mark.parametrize("clip", ["rot10", "odd"])
+def test_paste_of_a_box_at_an_odd_corner_equals_the_whole_grid_change(clips, clip):
+    """A change given over its box only (as blend.paste_changes gives it) writes the same samples as the
+    same change over the whole grid, also where the box starts inside a chroma sample."""
+    results = []
+    for whole in (True, False):
+        (frame,) = list(decode(clips[clip], 1, 2))
+        (view,) = frame.views()
+        h, w = view.geometry.shape
+        part = np.zeros((17, 23, 3), np.float32)
+        part[2:15, 3:20] = np.linspace(-60, 90, 13 * 17 * 3, dtype=np.float32).reshape(13, 17, 3)
+        if whole:
+            delta = np.zeros((h, w, 3), np.float32)
+            delta[5:22, 7:30] = part
+            view.paste(delta)
+        else:
+            view.paste(part, (5, 7))
+        results.append(frame.planes())
+    assert all(np.array_equal(a, b) for a, b in zip(*results, strict=True))
+    with pytest.raises(ValueError):
+        view.paste(part, (h - 3, 0))  # reaches past the grid
+
+
+@pytest.mark.parametrize("clip", ["rot10", "odd"])
 def test_paste_of_a_zero_change_writes_nothing(clips, clip):
     (frame,) = list(decode(clips[clip], 0, 1))
     before = frame.planes()
