@@ -42,16 +42,15 @@ def onnx_providers(device: str) -> list[str]:
 
 
 def session_options():
-    """ONNX Runtime settings for our small models: one thread fewer than OpenCV may use (every core, or a
-    Ray task's share: workers.cluster sets it), and no busy-waiting between the ops of a run. The model
-    runs beside detection's decode thread (tracking.detect.prefetch), which needs a core of its own: on 2
-    busy cores RetinaFace on 640x384 took 41-43 ms a frame with one thread and 59-66 ms with two, for
-    the same CPU. Spinning threads shorten the wait on an idle machine but double the CPU a frame costs
-    (measured: 36 -> 18 CPU ms)."""
+    """ONNX Runtime settings for our small models: as many threads as OpenCV may use (every core, or a
+    Ray task's share: workers.cluster sets it) and no busy-waiting between the ops of a run. Spinning
+    threads shorten the wait on an idle machine but double the CPU a frame costs (measured: RetinaFace
+    on 640x384, 36 -> 18 CPU ms), CPU the decode thread needs; without spinning, the model's threads
+    take what the decode thread leaves of the other core."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, cv2.getNumThreads() - 1)
+    options.intra_op_num_threads = cv2.getNumThreads()
     options.inter_op_num_threads = 1  # these graphs are one chain of ops
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
