@@ -9,8 +9,9 @@ shared with other work slows both sides alike. Clips: ../shared/data/clips/hamil
 1920x1080 clip with 4 faces (pipeline.synth: photos from ../shared/data/refs moving over a smooth
 background, two of them crossing, a hard cut; `--frames` long).
 
-Prints one JSON line per pass (wall seconds per stage, the 1-minute load average before and after) and
-one per clip with the medians, frames/s and the ratio. Stage seconds are wall time spent inside each
+Prints one JSON line per pass (wall seconds per stage, CPU seconds of the whole process, the 1-minute
+load average before and after) and one per clip with the medians, frames/s and the ratios: of wall
+time, and of CPU time (all threads), which a machine busy with other work disturbs much less. Stage seconds are wall time spent inside each
 stage's functions; `faces` (pipeline.process: align, restorer, stabilise, blend, paste, report numbers)
 is split into `restorer`, `stabilise`, `report_identity` (the report's identity embeddings) and the rest;
 `render` is what a chunk's render stage spends outside `faces` (decode, encode).
@@ -117,12 +118,12 @@ def one_pass(clip: Path, overrides: list[str], timer: StageTimer, folder: Path) 
     cfg = load_config("default", ["run.executor=local", *overrides])
     load_before = os.getloadavg()[0]
     timer.take()
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     run.restore(clip, folder / "out.mp4", cfg, overwrite=True)
-    total = time.perf_counter() - began
+    total, cpu = time.perf_counter() - began, time.process_time() - cpu_began
     seconds = timer.take()
     seconds["render"] = seconds.pop("render_total", 0.0) - seconds.get("faces", 0.0)
-    return {"seconds": round(total, 2), "stages": {s: round(seconds.get(s, 0.0), 2) for s in STAGES},
+    return {"seconds": round(total, 2), "cpu_s": round(cpu, 2), "stages": {s: round(seconds.get(s, 0.0), 2) for s in STAGES},
             "load_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
 
 
@@ -159,12 +160,15 @@ def main() -> None:
                     print(json.dumps({"benchmark": "end_to_end", "clip": clip.name, "frames": frames, "pass": kind,
                                       "repeat": repeat, "overrides": overrides, **result}), flush=True)
             median = {kind: statistics.median(r["seconds"] for r in runs) for kind, runs in results.items()}
+            cpu = {kind: statistics.median(r["cpu_s"] for r in runs) for kind, runs in results.items()}
             stages = {s: round(statistics.median(r["stages"][s] for r in results["default"]), 2) for s in STAGES}
             print(json.dumps({
                 "benchmark": "end_to_end", "clip": clip.name, "frames": frames, "repeats": args.repeats,
                 "overrides": args.overrides,
                 "identity_s": median["identity"], "default_s": median["default"],
                 "ratio_default_to_identity": round(median["default"] / median["identity"], 2),
+                "identity_cpu_s": cpu["identity"], "default_cpu_s": cpu["default"],
+                "cpu_ratio_default_to_identity": round(cpu["default"] / cpu["identity"], 2),
                 "default_frames_per_s": round(frames / median["default"], 2),
                 "identity_frames_per_s": round(frames / median["identity"], 2),
                 "default_stage_s": stages,
