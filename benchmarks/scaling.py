@@ -55,52 +55,63 @@ class SleepRestorer:
         return crops
 
 
-def simulate(actor_counts: list[int], requests: int, crops_per_request: int, crop_px: int, per_batch: float,
-             per_crop: float, batch_crops: int, wait_ms: float, tasks_per_actor: int) -> None:
+def simulate(actor_counts: list[int], crops_per_task: int, run_crops: int, crop_px: int, per_batch: float,
+             per_crop: float, batch_crops: int, wait_ms: float, tasks_per_actor: int, in_flight: int) -> None:
     import functools
     from types import SimpleNamespace
 
     import numpy as np
     import ray
 
-    from workers.restore import RestorePool
+    from pipeline.process import restore_run
+    from pipeline.restorers.base import crops_to_tensor
+    from workers.restore import RestorePool, to_wire
 
     ray.init(num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, log_to_driver=False)
 
     @ray.remote(num_cpus=0)
-    def render_task(actors: list, first: int, calls: int) -> str:
-        """A render task's traffic with the pool, as PoolRestorer sends it: one request at a time, round-robin
-        over the actors from the task's own starting actor, 8-bit crops as uint8 (the wire format); returns
-        the dtype the answers came back in."""
-        crops = np.random.default_rng(first).integers(0, 256, (crops_per_request, 3, crop_px, crop_px), np.uint8)
-        dtypes = {str(ray.get(actors[(first + call) % len(actors)].restore.remote(crops, None)).dtype)
-                  for call in range(calls)}
-        return ",".join(sorted(dtypes))
+    def render_task(restorer, chunk: int, crops: int) -> str:
+        """A render task's restore traffic, through the real request path: process.restore_run over runs
+        of one track's crops (float 0..255 on whole 8-bit levels, as an 8-bit source's crops cut on the
+        pixel grid) with the pool's PoolRestorer at its auto batch size; returns the answers' wire dtype."""
+        restorer.bind(chunk, None)
+        rng = np.random.default_rng(chunk)
+        run = rng.integers(0, 256, (run_crops, crop_px, crop_px, 3), np.uint8)
+        for lo in range(0, crops, run_crops):
+            restore_run(run[:min(run_crops, crops - lo)].astype(np.float32), None, restorer, restorer.call_crops)
+        return str(to_wire(crops_to_tensor(run[:1].astype(np.float32))).dtype)
 
-    for count in actor_counts:
+    one_actor = None
+    for count in sorted(set(actor_counts) | {1}):
         run = SimpleNamespace(restore_actors=count, gpus_per_actor=1.0, retries=0, batch_crops=batch_crops,
-                              batch_wait_ms=wait_ms)
+                              batch_wait_ms=wait_ms, requests_in_flight=in_flight)
         pool = RestorePool(functools.partial(SleepRestorer, per_batch, per_crop), run)
+        restorer = pool.restorer()
         tasks = tasks_per_actor * count  # chunks in flight: run.max_inflight in configs/cluster.yaml
-        ray.get([render_task.remote(pool.actors, k, 1) for k in range(tasks)])  # warm: workers up, imports done
+        ray.get([render_task.remote(restorer, k, batch_crops) for k in range(tasks)])  # warm: workers up, imports done
         warm = pool.stats()
         began = time.perf_counter()
-        answers = set(ray.get([render_task.remote(pool.actors, k, requests // tasks_per_actor) for k in range(tasks)]))
+        dtypes = set(ray.get([render_task.remote(restorer, k, crops_per_task) for k in range(tasks)]))
         wall = time.perf_counter() - began
         stats = pool.stats()
         batches = sum(s["batches"] for s in stats) - sum(s["batches"] for s in warm)
-        total = tasks * (requests // tasks_per_actor) * crops_per_request
-        ideal = count / (per_batch / batch_crops + per_crop)  # every actor running full batches back to back
+        total = tasks * crops_per_task
+        rate = total / wall
+        one_actor = one_actor or rate
+        sleep_bound = count * batch_crops / (per_batch + per_crop * batch_crops)  # full passes back to back
+        pool.shutdown()
+        if count not in actor_counts:
+            continue
         print(json.dumps({
             "benchmark": "scaling.simulate", "actors": count, "render_tasks": tasks, "crops": total,
-            "wall_s": round(wall, 3), "crops_per_s": round(total / wall, 1), "ideal_crops_per_s": round(ideal, 1),
-            "efficiency": round(total / wall / ideal, 2), "mean_batch": round(total / batches, 2),
-            "request_crops": crops_per_request, "crop_px": crop_px, "answers_dtype": ",".join(sorted(answers)),
-            "MB_per_s_each_way": round(total / wall * 3 * crop_px ** 2 / 1e6, 1),
-            "sleep_per_batch_s": per_batch, "sleep_per_crop_s": per_crop, "batch_crops": batch_crops,
-            "load_avg": os.getloadavg()[0], "machine": machine(),
+            "wall_s": round(wall, 2), "crops_per_s": round(rate, 2),
+            "ideal_crops_per_s": round(count * one_actor, 2), "efficiency": round(rate / (count * one_actor), 3),
+            "sleep_bound_crops_per_s": round(sleep_bound, 2), "efficiency_vs_sleep_bound": round(rate / sleep_bound, 3),
+            "mean_batch": round(total / batches, 2), "crop_px": crop_px, "wire_dtype": ",".join(sorted(dtypes)),
+            "MB_per_s_each_way": round(rate * 3 * crop_px ** 2 / 1e6, 1), "requests_in_flight": in_flight,
+            "run_crops": run_crops, "sleep_per_batch_s": per_batch, "sleep_per_crop_s": per_crop,
+            "batch_crops": batch_crops, "load_avg": os.getloadavg()[0], "machine": machine(),
         }), flush=True)
-        pool.shutdown()
     ray.shutdown()
 
 
@@ -146,15 +157,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chunk-seconds", type=float, default=1.0, help="workers: chunk length")
     p.add_argument("--restorer", default="fusion", help="workers: the restorer (fusion: the default)")
     p.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    p.add_argument("--requests", type=int, default=40, help="simulate: requests per actor (the work grows with the pool)")
+    p.add_argument("--crops-per-task", type=int, default=96, help="simulate: crops each render task restores")
+    p.add_argument("--run-crops", type=int, default=48, help="simulate: crops of one track's run in a chunk")
     p.add_argument("--tasks-per-actor", type=int, default=2,
-                   help="simulate: render tasks issuing requests, per actor (configs/cluster.yaml: ~2 chunks per actor)")
-    p.add_argument("--crops-per-request", type=int, default=8,
-                   help="simulate: crops per request (process.py sends runs of restore.batch_size, 8 on auto)")
+                   help="simulate: render tasks in flight per actor (configs/cluster.yaml: ~2 chunks per actor)")
+    p.add_argument("--requests-in-flight", type=int, default=4, help="simulate: run.requests_in_flight")
     p.add_argument("--crop-px", type=int, default=512, help="simulate: crop size (512: what the pipeline sends)")
-    p.add_argument("--per-batch", type=float, default=0.04, help="simulate: sleep per model pass, s")
-    p.add_argument("--per-crop", type=float, default=0.05,
-                   help="simulate: sleep per crop, s (a one-step 512 px diffusion model on one GPU)")
+    p.add_argument("--per-batch", type=float, default=0.2, help="simulate: sleep per model pass, s")
+    p.add_argument("--per-crop", type=float, default=0.4,
+                   help="simulate: sleep per crop, s (a slow GPU: the 2 shared cores must carry 16 actors' traffic)")
     p.add_argument("--batch-crops", type=int, default=16)
     p.add_argument("--batch-wait-ms", type=float, default=20.0)
     args = p.parse_args(argv)
@@ -162,8 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.part in ("workers", "all"):
         workers(args.seconds, args.chunk_seconds, args.restorer)
     if args.part in ("simulate", "all"):
-        simulate(args.actors, args.requests, args.crops_per_request, args.crop_px, args.per_batch,
-                 args.per_crop, args.batch_crops, args.batch_wait_ms, args.tasks_per_actor)
+        simulate(args.actors, args.crops_per_task, args.run_crops, args.crop_px, args.per_batch, args.per_crop,
+                 args.batch_crops, args.batch_wait_ms, args.tasks_per_actor, args.requests_in_flight)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
     python benchmarks/soak.py                          # 20-minute clip (GOP 25 s), then 5-minute one-keyframe clip
     python benchmarks/soak.py --minutes 3 --single-keyframe-minutes 1   # a quick look
 
-Each clip is generated (streamed, never held): a 320x180 textured background where people come and go,
-one or two at a time, each for 3-6 s (faces from ../shared/data/faces, ~72 px), hundreds of short
-tracks over 20 minutes, 5 fps by default. `pipeline.run.restore` runs on it in this process with the
+Each clip is generated (streamed, never held): scenes of 6-12 s, each a new 320x180 textured background
+(a shot cut), where people come and go, one or two at a time, each for 2-5 s and at most once a scene
+(faces from ../shared/data/faces, ~72 px): hundreds of short tracks over 20 minutes, 5 fps by default. `pipeline.run.restore` runs on it in this process with the
 local executor and a cheap restorer (darkens the crop: no model), default detection (stride 3),
 tracking and references, and the cheap end of blending (no temporal smoothing, no colour match) and
 no report. A sampler thread reads this process's RSS every 20 ms; every finished chunk of the detect and
@@ -88,34 +88,46 @@ def face_patches() -> list[tuple[np.ndarray, np.ndarray]]:
     return patches
 
 
+def scenes(frames: int, fps: int, seed: int) -> list[int]:
+    """First frames of the clip's scenes: a new background every 6-12 s (a shot cut: tracks end there)."""
+    rng = np.random.default_rng(seed + 1)
+    starts = [0]
+    while starts[-1] < frames:
+        starts.append(starts[-1] + int(rng.integers(6 * fps, 12 * fps)))
+    return starts[:-1]
+
+
 def schedule(frames: int, fps: int, seed: int) -> list[tuple[int, int, int, float, float, float, float]]:
-    """Appearances (first frame, last frame, face, x0, y0, dx, dy): two slots (left and right half),
-    each showing one person for 3-6 s, then nobody for 1-2 s; the same face never twice in a row in a
-    slot, and the slots never show the same face at once."""
+    """Appearances (first frame, last frame, face, x0, y0, dx, dy): in each scene two slots (left and
+    right half) show one person at a time for 2-5 s, then nobody for 0.5-2 s; nobody appears twice in
+    a scene, so every appearance is a track of its own (hundreds over 20 minutes)."""
     rng = np.random.default_rng(seed)
+    bounds = [*scenes(frames, fps, seed), frames]
     shows = []
-    for slot in (0, 1):
-        t, last = int(rng.integers(0, fps * 2)), -1
-        while t < frames:
-            length = int(rng.integers(3 * fps, 6 * fps))
-            face = int(rng.integers(0, 5))
-            while face == last or face % 2 != slot:  # slot 0: faces 0, 2, 4; slot 1: faces 1, 3
-                face = int(rng.integers(0, 5))
-            x0 = SIZE[0] * (0.12 + 0.5 * slot) + rng.uniform(0, SIZE[0] * 0.18)
-            y0 = rng.uniform(0.05, 0.55) * SIZE[1]
-            shows.append((t, min(frames, t + length), face, x0, y0, rng.uniform(-1, 1), rng.uniform(-0.5, 0.5)))
-            last = face
-            t += length + int(rng.integers(fps, 2 * fps))
+    for lo, hi in zip(bounds, bounds[1:]):
+        faces = list(rng.permutation(5))  # the scene's cast: each face at most once
+        for slot in (0, 1):
+            t = lo + int(rng.integers(0, fps))
+            while faces and t + 2 * fps <= hi:
+                length = min(int(rng.integers(2 * fps, 5 * fps)), hi - t)
+                x0 = SIZE[0] * (0.12 + 0.5 * slot) + rng.uniform(0, SIZE[0] * 0.18)
+                y0 = rng.uniform(0.05, 0.55) * SIZE[1]
+                shows.append((t, t + length, int(faces.pop()), x0, y0, rng.uniform(-1, 1), rng.uniform(-0.5, 0.5)))
+                t += length + int(rng.integers(fps // 2, 2 * fps))
     return shows
 
 
 def clip_frames(frames: int, fps: int, seed: int):
     """The clip, one frame at a time (constant memory whatever its length)."""
     rng = np.random.default_rng(seed)
-    background = cv2.resize((rng.random((9, 16, 3)) * 200 + 30).astype(np.uint8), SIZE, interpolation=cv2.INTER_CUBIC)
+    cuts = set(scenes(frames, fps, seed))
     patches = face_patches()
     shows = schedule(frames, fps, seed)
+    background = None
     for index in range(frames):
+        if index in cuts:
+            background = cv2.resize((rng.random((9, 16, 3)) * 200 + 30).astype(np.uint8), SIZE,
+                                    interpolation=cv2.INTER_CUBIC)
         frame = background.astype(np.float32)
         for first, last, face, x0, y0, dx, dy in shows:
             if first <= index < last:
@@ -191,7 +203,7 @@ def soak(minutes: float, gop_seconds: float | None, folder: Path, chunk_seconds:
             "machine": f"{platform.machine()} {len(os.sched_getaffinity(0))} cores, no GPU, shared",
         }), flush=True)
     print(json.dumps({"benchmark": "soak.run", "clip": label, "minutes": minutes, "frames": frames,
-                      "fps": fps, "appearances_generated": tracks_shown, "tracks": tracks,
+                      "fps": fps, "scenes": len(scenes(frames, fps, seed=1)), "appearances_generated": tracks_shown, "tracks": tracks,
                       "restore_wall_s": round(wall, 1), "clip_write_s": round(made, 1),
                       "load_avg": os.getloadavg()[0]}), flush=True)
     shutil.rmtree(folder / f"{label}.out.mp4.work")

@@ -99,6 +99,7 @@ class RunConfig:
     batch_crops: int = 16  # most crops a restore actor gathers from concurrent chunks into one pass
     batch_wait_ms: float = 20.0  # how long an actor waits for more crops before a partial batch
     max_inflight: int = 4  # chunks in flight per stage (backpressure)
+    requests_in_flight: int = 4  # restore requests a chunk task keeps outstanding (pipelining)
     retries: int = 2  # Ray: restarts of a dead restore actor, retries of a chunk whose worker died
     preview_seconds: float | None = None
     report: bool = True
@@ -174,6 +175,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "run.batch_crops": (1, None, False),
     "run.batch_wait_ms": (0, None, False),
     "run.max_inflight": (1, None, False),
+    "run.requests_in_flight": (1, None, False),
     "run.retries": (0, None, False),
     "run.preview_seconds": (0, None, True),
 }

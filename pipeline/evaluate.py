@@ -16,7 +16,7 @@ Gaussian noise sigma 8, JPEG quality 35). Its face landmarks are known exactly o
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,107 +148,168 @@ def _samples(n: int, k: int) -> set[int]:
     return set(np.linspace(0, n - 1, min(n, k)).round().astype(int).tolist())
 
 
-def measure_against_truth(videos: dict[str, list[np.ndarray]], truth: list[np.ndarray],
-                          detector=None, embedder=None) -> dict:
+def _lockstep(videos: dict[str, Iterable[np.ndarray]], frame_count: int, counted_by: str):
+    """(k, {name: frame}) for each frame, all videos read together (one frame of each held); a video with
+    another number of frames is a user error (said up front for lists, else when one ends early)."""
+    for name, frames in videos.items():
+        if hasattr(frames, "__len__") and len(frames) != frame_count:
+            raise ReelfaceError(f"{name} has {len(frames)} frames, the {counted_by} {frame_count}: "
+                                "evaluate the same clip")
+    try:
+        for k, frames in enumerate(zip(*videos.values(), strict=True)):
+            yield k, dict(zip(videos, frames))
+    except ValueError:
+        raise ReelfaceError(f"the videos do not all have the {counted_by}'s {frame_count} frames: "
+                            "evaluate the same clip") from None
+
+
+def _frame_count(frames, given: int | None) -> int:
+    if given is not None:
+        return given
+    if hasattr(frames, "__len__"):
+        return len(frames)
+    raise ValueError("give frame_count when the frames are streamed")
+
+
+def measure_against_truth(videos: dict[str, Iterable[np.ndarray]], truth: Iterable[np.ndarray],
+                          detector=None, embedder=None, frame_count: int | None = None) -> dict:
     """Per named video: PSNR/SSIM (frame and face), identity cosine, AKD against the ground truth, and
     E_warp with the motion of videos["input"] (which must be there).
 
-    Faces are the detector's boxes on the ground truth; identity is compared on IDENTITY_SAMPLES frames
-    spread over the clip."""
-    detector = detector or _detector()
-    embedder = embedder or _embedder()
-    truth_faces = [_largest_face(f) for f in detector.detect(truth)]
-    boxes = [_face_box(f, truth[0].shape) if f is not None else None for f in truth_faces]
-    sampled = _samples(len(truth), IDENTITY_SAMPLES)
-    truth_emb = [embedder.embed(t, [f])[0] if f is not None and k in sampled else None
-                 for k, (t, f) in enumerate(zip(truth, truth_faces))]
+    Frames may be lists or streams (decoded files): one frame of each video is held at a time, and
+    `frame_count` is needed for streams. Faces are the detector's boxes on the ground truth; identity is
+    compared on IDENTITY_SAMPLES frames spread over the clip."""
     if "input" not in videos:
         raise ValueError("measure_against_truth needs the 'input' video: E_warp uses its motion")
-    warp = metrics.warp_errors(videos["input"], videos, boxes)
-    out = {"frames": len(truth), "faces_in_truth": sum(b is not None for b in boxes)}
-    for name, frames in videos.items():
-        if len(frames) != len(truth):
-            raise ReelfaceError(f"{name} has {len(frames)} frames, the ground truth {len(truth)}: "
-                                "evaluate the same clip")
-        found = detector.detect(frames)
-        ident, akd, face_psnr, face_ssim, inner_psnr = [], [], [], [], []
-        for img, gt, gt_face, box, emb, faces in zip(frames, truth, truth_faces, boxes, truth_emb, found):
+    detector = detector or _detector()
+    embedder = embedder or _embedder()
+    n = _frame_count(truth, frame_count)
+    sampled = _samples(n, IDENTITY_SAMPLES)
+    keys = ("psnr", "ssim", "face_psnr", "face_ssim", "inner_psnr", "ident", "akd")
+    acc = {name: {key: [] for key in keys} for name in videos}
+    warp = metrics.StreamedWarpError(videos)
+    faces_in_truth = 0
+    for k, frames in _lockstep({TRUTH: truth, **videos}, n, "ground truth"):
+        gt = frames.pop(TRUTH)
+        gt_face = _largest_face(detector.detect([gt])[0])
+        box = _face_box(gt_face, gt.shape) if gt_face is not None else None
+        faces_in_truth += box is not None
+        emb = embedder.embed(gt, [gt_face])[0] if gt_face is not None and k in sampled else None
+        warp.add(frames["input"], frames, box)
+        for name, img in frames.items():
+            numbers = acc[name]
+            numbers["psnr"].append(metrics.psnr(img, gt))
+            numbers["ssim"].append(metrics.ssim(img, gt))
             if box is None:
                 continue
-            face_psnr.append(metrics.psnr(img, gt, box))
-            face_ssim.append(metrics.ssim(img, gt, box))
-            inner_psnr.append(metrics.psnr(img, gt, metrics.inner_face_box(gt_face.landmarks, img.shape)))
+            numbers["face_psnr"].append(metrics.psnr(img, gt, box))
+            numbers["face_ssim"].append(metrics.ssim(img, gt, box))
+            numbers["inner_psnr"].append(metrics.psnr(img, gt, metrics.inner_face_box(gt_face.landmarks, img.shape)))
             if emb is not None:
-                ident.append(metrics.cosine(embedder.embed(img, [gt_face])[0], emb))
-            match = _match(faces, box)
-            akd.append(metrics.landmark_distance(match.landmarks, gt_face.landmarks) if match is not None else None)
+                numbers["ident"].append(metrics.cosine(embedder.embed(img, [gt_face])[0], emb))
+            match = _match(detector.detect([img])[0], box)
+            numbers["akd"].append(metrics.landmark_distance(match.landmarks, gt_face.landmarks)
+                                  if match is not None else None)
+    out = {"frames": n, "faces_in_truth": faces_in_truth}
+    for name, numbers in acc.items():
         out[name] = {
-            "psnr": _mean(metrics.psnr(a, b) for a, b in zip(frames, truth)),
-            "ssim": _mean(metrics.ssim(a, b) for a, b in zip(frames, truth)),
-            "face_psnr": _mean(face_psnr), "face_ssim": _mean(face_ssim), "inner_face_psnr": _mean(inner_psnr),
-            "identity_cosine": _mean(ident), "akd_px": _mean(akd),
-            "faces_detected": sum(a is not None for a in akd),
-            **warp[name],
+            "psnr": _mean(numbers["psnr"]), "ssim": _mean(numbers["ssim"]),
+            "face_psnr": _mean(numbers["face_psnr"]), "face_ssim": _mean(numbers["face_ssim"]),
+            "inner_face_psnr": _mean(numbers["inner_psnr"]),
+            "identity_cosine": _mean(numbers["ident"]), "akd_px": _mean(numbers["akd"]),
+            "faces_detected": sum(a is not None for a in numbers["akd"]),
+            **warp.errors(name),
         }
     return out
 
 
-def _link_tracks(faces_per_frame, min_iou: float = 0.3) -> list[list[tuple[int, object]]]:
-    """Greedy IoU linking of detections in consecutive frames: enough to follow faces on short clips."""
-    from tracking.detectors import box_iou
-
-    tracks: list[list[tuple[int, object]]] = []
-    open_tracks: list[list[tuple[int, object]]] = []
-    for t, faces in enumerate(faces_per_frame):
-        next_open = []
-        for face in faces:
-            best = max(open_tracks, default=None,
-                       key=lambda tr: float(box_iou(tr[-1][1].box[None], face.box[None])[0, 0]))
-            if best is not None and float(box_iou(best[-1][1].box[None], face.box[None])[0, 0]) >= min_iou:
-                # by identity: list.remove compares Face dataclasses, whose arrays have no single truth value
-                open_tracks = [tr for tr in open_tracks if tr is not best]
-                best.append((t, face))
-                next_open.append(best)
-            else:
-                track = [(t, face)]
-                tracks.append(track)
-                next_open.append(track)
-        open_tracks = next_open
-    return tracks
+TRUTH = "ground truth"
 
 
-def measure_without_truth(videos: dict[str, list[np.ndarray]], reference: list[np.ndarray],
-                          detector=None, embedder=None, min_track: int = 5) -> dict:
-    """Identity consistency along each face track (mean cosine of each face to its track's mean) and
-    E_warp with the reference's (the input's) motion, for each named video; faces found on the reference."""
+def track_reference(path: str | Path, frame_count: int):
+    """The faces of a video file as tracking/ follows them (every frame detected, streamed: only the
+    faces are kept)."""
+    from tracking.build import build_tracks
+    from tracking.detect import detect_chunk
+
+    cfg = _tracking_config()
+    return build_tracks([detect_chunk(path, 0, frame_count, cfg)], frame_count, cfg)
+
+
+def track_frames(frames: list[np.ndarray], detector=None):
+    """The faces of frames held in memory as tracking/ follows them (shot cuts, tracker, linking), every
+    frame detected with `detector`."""
+    from tracking.build import build_tracks
+    from tracking.detect import ChunkDetections
+    from tracking.shots import ShotScorer, thumbnail
+
     detector = detector or _detector()
+    scorer = ShotScorer()
+    thumbs = [thumbnail(f) for f in frames]
+    scores = np.array([scorer.score(t) for t in thumbs])
+    n = len(frames)
+    faces = [detector.detect([f])[0] for f in frames]
+    chunk = ChunkDetections(0, n, faces, np.ones(n, bool), scores, thumbs[0], thumbs[-1])
+    return build_tracks([chunk], n, _tracking_config())
+
+
+def _tracking_config():
+    from .config import load_config
+
+    return load_config("default", ["detect.stride=1"])  # evaluation: a measured face on every frame
+
+
+def measure_without_truth(videos: dict[str, Iterable[np.ndarray]], reference: Iterable[np.ndarray],
+                          detector=None, embedder=None, min_track: int = 5, trackset=None) -> dict:
+    """Identity consistency along each face track (mean cosine of each face to its track's mean) and
+    E_warp with the reference's (the input's) motion, for each named video.
+
+    The tracks are tracking/'s: `trackset` (e.g. `track_reference` of the input file), or, when it is
+    not given, `track_frames` of the reference (then a list). Frames may be streams when `trackset` is
+    given: one frame of each video is held at a time."""
+    from tracking.faces import Face
+
     embedder = embedder or _embedder()
-    tracks = [t for t in _link_tracks(detector.detect(reference)) if len(t) >= min_track]
-    boxes: list = [None] * len(reference)
-    for track in tracks:  # E_warp over the largest face of each frame
-        for t, face in track:
-            if boxes[t] is None or face.size > (boxes[t][2] - boxes[t][0]):
-                boxes[t] = _face_box(face, reference[0].shape)
-    warp = metrics.warp_errors(reference, videos, boxes)
-    out: dict = {"frames": len(reference), "tracks": len(tracks)}
-    for name, frames in videos.items():
-        consistency = []
-        for track in tracks:
-            emb = np.stack([embedder.embed(frames[t], [face])[0] for t, face in track])
-            mean = emb.mean(0)
-            consistency.append(float((emb @ (mean / max(np.linalg.norm(mean), 1e-9))).mean()))
+    trackset = trackset if trackset is not None else track_frames(reference, detector)
+    tracks = [t for t in trackset.tracks if len(t.frames) >= min_track]
+    faces_at: dict[int, list] = {}  # frame -> [(track number, Face)]
+    for number, track in enumerate(tracks):
+        for i, frame in enumerate(track.frames):
+            faces_at.setdefault(frame, []).append((number, Face(track.boxes[i], track.landmarks[i], track.scores[i])))
+    # consistency = mean over a track's faces of cos(e, mean e) = |sum e| / count for unit embeddings
+    sums = {name: [np.zeros(0)] * len(tracks) for name in videos}
+    counts = [0] * len(tracks)
+    warp = metrics.StreamedWarpError(videos)
+    for k, frames in _lockstep({REFERENCE: reference, **videos}, trackset.frame_count, "input"):
+        ref = frames.pop(REFERENCE)
+        here = faces_at.pop(k, [])
+        largest = max((face for _, face in here), key=lambda f: f.box[2] - f.box[0], default=None)
+        warp.add(ref, frames, _face_box(largest, ref.shape) if largest is not None else None)
+        for number, face in here:
+            counts[number] += 1
+            for name, img in frames.items():
+                emb = np.asarray(embedder.embed(img, [face])[0], np.float64)
+                total = sums[name][number]
+                sums[name][number] = emb if total.size == 0 else total + emb
+    out: dict = {"frames": trackset.frame_count, "tracks": len(tracks)}
+    for name in videos:
+        consistency = [float(np.linalg.norm(total)) / count for total, count in zip(sums[name], counts) if count]
         out[name] = {
             "identity_consistency": _mean(consistency),
             "identity_consistency_per_track": [round(c, 4) for c in consistency],
-            **warp[name],
+            **warp.errors(name),
         }
     return out
 
 
-def _read_video(path: str | Path) -> list[np.ndarray]:
+REFERENCE = "reference"
+
+
+def _frames(path: str | Path) -> Iterator[np.ndarray]:
+    """A video's frames decoded one at a time (never the whole video in memory)."""
     from .video import decode
 
-    return [np.array(frame.rgb) for frame in decode(path)]
+    return (np.array(frame.rgb) for frame in decode(path))
 
 
 def side_by_side(left: Iterable[np.ndarray], right: Iterable[np.ndarray], path: str | Path,
@@ -263,32 +324,34 @@ def side_by_side(left: Iterable[np.ndarray], right: Iterable[np.ndarray], path: 
 
 
 def evaluate(restored, input, ground_truth=None, out_dir=None, overwrite: bool = False) -> dict:
-    """`reelface evaluate`: metrics of a restored video against its input (and ground truth if known)."""
+    """`reelface evaluate`: metrics of a restored video against its input (and ground truth if known).
+
+    The videos are decoded again for each pass (tracking, metrics, side by side) instead of held, so
+    memory does not grow with their length."""
     from .outputs import written
     from .preflight import EVALUATION_FILES, check_evaluate
 
-    videos = {"restored": Path(restored), "input": Path(input)}
+    paths = {"restored": Path(restored), "input": Path(input)}
     if ground_truth is not None:
-        videos["ground truth"] = Path(ground_truth)
+        paths[TRUTH] = Path(ground_truth)
     out = Path(out_dir) if out_dir is not None else None
-    check_evaluate(videos, out, overwrite)
-    restored_frames, input_frames = _read_video(restored), _read_video(input)
-    videos = {"input": input_frames, "restored": restored_frames}
+    n = check_evaluate(paths, out, overwrite)["input"].frame_count
+    videos = {"input": _frames(input), "restored": _frames(restored)}
     if ground_truth is not None:
-        report = measure_against_truth(videos, _read_video(ground_truth))
+        report = measure_against_truth(videos, _frames(ground_truth), frame_count=n)
         keys = ("psnr", "face_psnr", "inner_face_psnr", "ssim", "face_ssim", "identity_cosine", "akd_px", "e_warp",
                 "face_e_warp")
         report["change"] = {k: round(report["restored"][k] - report["input"][k], 4) for k in keys
                             if report["restored"][k] is not None and report["input"][k] is not None}
     else:
-        report = measure_without_truth(videos, input_frames)
+        report = measure_without_truth(videos, _frames(input), trackset=track_reference(input, n))
     report.update({"restored_path": str(restored), "input_path": str(input),
                    "ground_truth_path": None if ground_truth is None else str(ground_truth)})
     if out is not None:
         out.mkdir(exist_ok=True)
         movie, summary = (out / name for name in EVALUATION_FILES)
         with written(movie) as tmp:
-            side_by_side(input_frames, restored_frames, tmp)
+            side_by_side(_frames(input), _frames(restored), tmp)
         report["side_by_side"] = str(movie)
         with written(summary) as tmp:
             tmp.write_text(json.dumps(report, indent=2))

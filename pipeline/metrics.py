@@ -10,6 +10,8 @@ Images are uint8 (or float 0..255) RGB arrays; a `box` (x0, y0, x1, y1) restrict
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import cv2
 import numpy as np
 
@@ -95,6 +97,12 @@ class FlowField:
     def warp_error(self, frames: list[np.ndarray], boxes: list[Box | None] | None = None) -> float:
         """Mean squared difference (RGB, 0..1 scale, x1000 as usually reported) between each frame and
         the previous one warped to it, over non-occluded pixels (inside the frame's box when given)."""
+        total, count = self.warp_sums(frames, boxes)
+        return 1000.0 * total / max(count, 1)
+
+    def warp_sums(self, frames: list[np.ndarray], boxes: list[Box | None] | None = None) -> tuple[float, int]:
+        """warp_error's sum of squared differences and its pixel count, to pool clips measured a few
+        frames at a time (a streamed video: one FlowField per pair of frames)."""
         total, count = 0.0, 0
         for t in range(1, len(frames)):
             flow, valid = self.flows[t - 1], self.valid[t - 1].copy()
@@ -112,16 +120,48 @@ class FlowField:
             sq = ((frames[t].astype(np.float32) / 255.0 - pulled) ** 2).sum(-1)
             total += float(sq[valid].sum())
             count += int(valid.sum())
-        return 1000.0 * total / max(count, 1)
+        return total, count
+
+
+class StreamedWarpError:
+    """E_warp of several videos fed one frame at a time with the reference's frame (bounded memory:
+    only the previous frames are kept); pools exactly as FlowField.warp_error over the whole clip."""
+
+    def __init__(self, names: Iterable[str]):
+        self.sums = {(name, face): [0.0, 0] for name in names for face in (False, True)}
+        self.previous: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
+        self.has_face = False
+
+    def add(self, reference: np.ndarray, frames: dict[str, np.ndarray], face_box: Box | None) -> None:
+        """The next frame of the reference and of each video, and its face box (None: no face)."""
+        self.has_face |= face_box is not None
+        if self.previous is not None:
+            ref_prev, prev = self.previous
+            field = FlowField([ref_prev, reference])
+            for name, frame in frames.items():
+                for face, boxes in ((False, None), (True, [None, face_box])):
+                    if face and face_box is None:
+                        continue
+                    total, count = field.warp_sums([prev[name], frame], boxes)
+                    self.sums[(name, face)][0] += total
+                    self.sums[(name, face)][1] += count
+        self.previous = (reference, dict(frames))
+
+    def errors(self, name: str) -> dict[str, float | None]:
+        """{"e_warp", "face_e_warp"} of one video; face_e_warp is None when no frame had a face box."""
+        def error(face: bool) -> float:
+            total, count = self.sums[(name, face)]
+            return round(1000.0 * total / max(count, 1), 4)
+
+        return {"e_warp": error(False), "face_e_warp": error(True) if self.has_face else None}
 
 
 def warp_errors(input_frames: list[np.ndarray], videos: dict[str, list[np.ndarray]],
                 face_boxes: list[Box | None]) -> dict[str, dict[str, float | None]]:
     """E_warp of each named video, whole frame and face (see the module docstring): {name: {"e_warp",
     "face_e_warp"}}. face_boxes[t] is frame t's face box, None where it has none; face_e_warp is None
-    when no frame has one."""
-    flows = FlowField(input_frames)
-    has_face = any(box is not None for box in face_boxes)
-    return {name: {"e_warp": round(flows.warp_error(frames), 4),
-                   "face_e_warp": round(flows.warp_error(frames, face_boxes), 4) if has_face else None}
-            for name, frames in videos.items()}
+    when no frame has one. (Streams: StreamedWarpError, which this feeds.)"""
+    warp = StreamedWarpError(videos)
+    for t, (reference, box) in enumerate(zip(input_frames, face_boxes)):
+        warp.add(reference, {name: frames[t] for name, frames in videos.items()}, box)
+    return {name: warp.errors(name) for name in videos}

@@ -50,14 +50,53 @@ def test_frame_count_mismatch_is_a_user_error(files, capsys):
     assert "frames" in capsys.readouterr().err
 
 
+def test_streamed_frames_give_the_numbers_of_held_frames(data_dir):
+    """Measuring from streams (as evaluate does with decoded files, one frame of each held at a time)
+    gives exactly the numbers of the same frames held in lists, and E_warp pooled a pair of frames at a
+    time is the whole clip's (one FlowField over all frames)."""
+    from pipeline import metrics
+    from pipeline.evaluate import make_ground_truth_clip, measure_against_truth
 
-def test_linking_faces_listed_in_another_order_each_frame():
-    """The detector lists faces by score, so their order changes from frame to frame (this once crashed)."""
-    from pipeline.evaluate import _link_tracks
-    from tracking.faces import Face
+    clip = make_ground_truth_clip(data_dir / "refs" / "biden" / "biden2.jpg", n_frames=4, size=192, seed=3)
+    held = measure_against_truth({"input": clip.degraded, "clean": clip.clean}, clip.clean)
+    streamed = measure_against_truth({"input": iter(clip.degraded), "clean": iter(clip.clean)}, iter(clip.clean),
+                                     frame_count=4)
+    assert streamed == held
+    assert held["input"]["e_warp"] > held["clean"]["e_warp"]  # the degraded clip flickers more
+    assert held["clean"]["e_warp"] == round(metrics.FlowField(clip.degraded).warp_error(clip.clean), 4)
 
-    def face(x):
-        return Face(box=np.array([x, 10, x + 40, 60], np.float32), landmarks=np.zeros((5, 2), np.float32), score=0.9)
 
-    tracks = _link_tracks([[face(0), face(100)], [face(101), face(1)], [face(2), face(102)]])
-    assert [[round(float(f.box[0])) for _, f in track] for track in tracks] == [[0, 1, 2], [100, 101, 102]]
+def test_frames_are_read_lazily_one_of_each_video_at_a_time(data_dir):
+    """evaluate's streams are consumed in lockstep: when frame k of one video is read, no video has
+    been read past frame k + 1 (nothing is read ahead or held), so memory does not grow with the clip."""
+    from pipeline.evaluate import make_ground_truth_clip, measure_against_truth
+
+    clip = make_ground_truth_clip(data_dir / "refs" / "biden" / "biden2.jpg", n_frames=5, size=160, seed=4)
+    read = {"truth": 0, "input": 0, "restored": 0}
+
+    def counted(name, frames):
+        for frame in frames:
+            read[name] += 1
+            assert max(read.values()) - min(read.values()) <= 1, read
+            yield frame
+
+    report = measure_against_truth({"input": counted("input", clip.degraded), "restored": counted("restored", clip.clean)},
+                                   counted("truth", clip.clean), frame_count=5)
+    assert read == {"truth": 5, "input": 5, "restored": 5} and report["frames"] == 5
+
+
+def test_without_ground_truth_faces_come_from_tracking(files):
+    """The tracks evaluate measures along are tracking/'s (tracker, shot cuts), from the streamed file
+    or from frames in memory alike; a track shorter than min_track frames is not measured."""
+    from pipeline.evaluate import _frames, measure_without_truth, track_frames, track_reference
+
+    folder, gt, degraded = files
+    trackset = track_reference(degraded, 6)
+    assert len(trackset.tracks) == 1 and trackset.tracks[0].frames == list(range(6))
+    report = measure_without_truth({"input": _frames(degraded)}, _frames(degraded), trackset=trackset)
+    assert report["tracks"] == 1 and 0.9 < report["input"]["identity_consistency"] <= 1.0 + 1e-9
+    held = list(_frames(degraded))
+    assert [t.frames for t in track_frames(held).tracks] == [t.frames for t in trackset.tracks]
+    assert measure_without_truth({"input": held}, held) == report
+    trackset.tracks[0].frames = trackset.tracks[0].frames[:4]
+    assert measure_without_truth({"input": _frames(degraded)}, _frames(degraded), trackset=trackset)["tracks"] == 0

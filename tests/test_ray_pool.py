@@ -38,7 +38,8 @@ class Invert:
 
 
 def run_cfg(**kw):
-    base = dict(restore_actors=1, gpus_per_actor=1.0, retries=1, batch_crops=8, batch_wait_ms=50.0)
+    base = dict(restore_actors=1, gpus_per_actor=1.0, retries=1, batch_crops=8, batch_wait_ms=50.0,
+                requests_in_flight=1)
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -72,6 +73,31 @@ def test_pool_batches_concurrent_requests_and_routes_each_crop_back(ray_local):
         [stats] = pool.stats()
         assert stats["requests"] == 10 and stats["crops"] == 19
         assert stats["batches"] <= 1 + 4  # 18 crops in passes of at most 8: 3 when all arrive in time
+    finally:
+        pool.shutdown()
+
+
+class SlowInvert(Invert):
+    """A pass long enough for a pipelining caller's next requests to arrive while it runs."""
+
+    def restore(self, crops, refs=None):
+        time.sleep(0.4)
+        return 1 - crops
+
+
+def test_a_call_is_cut_into_full_pass_requests_kept_in_flight_and_reassembled_in_order(ray_local):
+    """A restore call of 10 crops with passes of 2 goes as 5 requests, up to 3 outstanding at once (the
+    actor finds the next ones queued when a pass begins, never more than 3), and its rows come back in
+    the call's order. A caller that waited for each request would leave a queue of 1."""
+    pool = RestorePool(SlowInvert, run_cfg(restore_actors=1, batch_crops=2, batch_wait_ms=0.0, requests_in_flight=3))
+    try:
+        restorer = pool.restorer()
+        crops = torch.arange(10, dtype=torch.float32).div(255).view(10, 1, 1, 1).expand(10, 3, 4, 4).contiguous()
+        assert restorer.call_crops == 6
+        assert torch.equal(restorer.restore(crops), 1 - crops)
+        [stats] = pool.stats()
+        assert stats["requests"] == 5 and stats["batches"] == 5 and stats["crops"] == 10
+        assert 2 <= stats["deepest_queue"] <= 3
     finally:
         pool.shutdown()
 

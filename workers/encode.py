@@ -1,11 +1,14 @@
 """Per-chunk render tasks: decode the chunk, restore its faces through the actor pool, encode its segment.
 
 The task runs the same `render_stage` as the local executor; only its restorer differs (a
-`PoolRestorer` whose model passes happen on the restore actors, batched with other chunks' crops).
+`PoolRestorer` whose model passes happen on the restore actors, batched with other chunks' crops), and,
+for a per-frame restorer with restore.batch_size auto, the crops per restore call: enough for the pool
+to keep several requests in flight (the actors, not the task, bound a model pass).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -23,6 +26,8 @@ def _render_task(path: str, chunk: Chunk, info: Any, trackset: Any, refs: Any, r
                  cfg: Any, segment: str) -> dict[str, Any]:
     match_threads_to_cpus()
     restorer.bind(chunk.index, refs)
+    if not cfg.restore.batch_size and not restorer.temporal_radius:  # a temporal call goes whole anyway
+        cfg = dataclasses.replace(cfg, restore=dataclasses.replace(cfg.restore, batch_size=restorer.call_crops))
     return render_stage(path, chunk, info, trackset, refs, restorer, cfg, Path(segment))
 
 

@@ -9,8 +9,11 @@ waited `run.batch_wait_ms` (dynamic batching), then hands each caller its own ro
 Multi-frame restorers (temporal_radius > 0) get one ordered run of one track per call, so their
 requests are never merged: a merged batch would put two tracks in one window.
 
-Backpressure: a chunk task waits for each of its requests, so an actor never holds more than one
-request per chunk in flight (`run.max_inflight`), whatever the video's length.
+Pipelining: a chunk task's call is cut into requests of at most `run.batch_crops` crops (a full pass
+each), and up to `run.requests_in_flight` of them are outstanding at once, spread over the actors, so
+an actor has the next pass queued while it runs one (a task that waited for each request left its
+actor idle between them: 0.19 of the ideal at one actor). Backpressure: a chunk task holds at most
+that many requests in flight and `run.max_inflight` chunks run, whatever the video's length.
 
 Faults: an actor that dies (a crashed CUDA context, a killed process) is restarted by Ray
 (`max_restarts`) and its unfinished requests are sent again (`max_task_retries`); restorers are
@@ -91,7 +94,8 @@ class RestoreActor:
         self.stores: dict[Path, Any] = {}  # one per run's store: its cache outlives a request
         self.wakeup: asyncio.Event | None = None
         self.server: asyncio.Task | None = None
-        self.counts = {"requests": 0, "batches": 0, "crops": 0}
+        # deepest_queue: the most requests waiting when a pass began (how far callers pipeline)
+        self.counts = {"requests": 0, "batches": 0, "crops": 0, "deepest_queue": 0}
 
     def describe(self) -> dict[str, Any]:
         if self.failed is not None:
@@ -128,6 +132,7 @@ class RestoreActor:
                     await asyncio.wait_for(self.wakeup.wait(), deadline - loop.time())
                 except asyncio.TimeoutError:
                     break
+            self.counts["deepest_queue"] = max(self.counts["deepest_queue"], len(self.pending))
             batch = self._take_batch()
             try:
                 outputs = await loop.run_in_executor(self.model_thread, self._run, batch)
@@ -164,16 +169,26 @@ class RestoreActor:
 class PoolRestorer:
     """The Restorer protocol over the actor pool, for `restore_frames` inside a chunk task.
 
-    Calls go round-robin over the actors, starting at a different actor per chunk so that chunk
-    tasks spread out; concurrent chunk tasks then share batches on each actor.
+    A call is cut into requests of at most `request_crops`; up to `in_flight` of them are outstanding
+    at once (the next one sent as soon as any answers), round-robin over the actors from a different
+    actor per chunk, so concurrent chunk tasks spread out and share batches on each actor. A temporal
+    restorer's call is one window of one track: it goes whole.
     """
 
-    def __init__(self, actors: list, name: str, temporal_radius: int):
+    def __init__(self, actors: list, name: str, temporal_radius: int, request_crops: int, in_flight: int):
         self.actors = actors
         self.name = name
         self.temporal_radius = temporal_radius
+        self.request_crops = max(1, request_crops)
+        self.in_flight = max(1, in_flight)
         self._turn = 0
         self._store: Any = None
+
+    @property
+    def call_crops(self) -> int:
+        """Crops per restore call that keep `in_flight` full requests outstanding: the render task's
+        batch size when restore.batch_size is auto."""
+        return self.request_crops * self.in_flight
 
     def bind(self, chunk_index: int, refs: Any) -> None:
         """In the chunk task: start the round-robin at this chunk's actor, and keep the run's reference
@@ -182,19 +197,45 @@ class PoolRestorer:
         self._store = refs if hasattr(refs, "key_of") else None
 
     def restore(self, crops: Any, refs: list | None = None) -> Any:
-        actor = self.actors[self._turn % len(self.actors)]
-        self._turn += 1
         if refs is not None and self._store is not None:
             keys = [self._store.key_of(r) for r in refs]
             if None not in keys:
                 refs = RefKeys(self._store, keys)
-        return from_wire(ray.get(actor.restore.remote(to_wire(crops), refs)))
+        wire = to_wire(crops)
+        step = len(wire) if self.temporal_radius else self.request_crops
+        pieces = [(lo, min(lo + step, len(wire))) for lo in range(0, len(wire), step)]
+        answers: list[Any] = [None] * len(pieces)
+        pending: dict[Any, int] = {}
+        for k, (lo, hi) in enumerate(pieces):
+            if len(pending) == self.in_flight:
+                self._collect(pending, answers)
+            actor = self.actors[self._turn % len(self.actors)]
+            self._turn += 1
+            pending[actor.restore.remote(wire[lo:hi], _rows(refs, lo, hi))] = k
+        while pending:
+            self._collect(pending, answers)
+        return answers[0] if len(answers) == 1 else torch.cat(answers)
+
+    @staticmethod
+    def _collect(pending: dict, answers: list) -> None:
+        [ready], _ = ray.wait(list(pending), num_returns=1)
+        answers[pending.pop(ready)] = from_wire(ray.get(ready))
+
+
+def _rows(refs: list | RefKeys | None, lo: int, hi: int) -> list | RefKeys | None:
+    """The references of crops lo..hi of a call."""
+    if refs is None:
+        return None
+    if isinstance(refs, RefKeys):
+        return RefKeys(refs.store, refs.keys[lo:hi])
+    return refs[lo:hi]
 
 
 class RestorePool:
     """Start the restore actors: one restorer each, on its GPU share when the cluster has GPUs."""
 
     def __init__(self, make_restorer: RestorerFactory, run_cfg: Any):
+        self.request_crops, self.in_flight = run_cfg.batch_crops, run_cfg.requests_in_flight
         count = restore_actor_count(run_cfg)
         resources = ray.cluster_resources()
         has_gpus = resources.get("GPU", 0) > 0
@@ -228,7 +269,7 @@ class RestorePool:
         self.temporal_radius = described[0]["temporal_radius"]
 
     def restorer(self) -> PoolRestorer:
-        return PoolRestorer(self.actors, self.name, self.temporal_radius)
+        return PoolRestorer(self.actors, self.name, self.temporal_radius, self.request_crops, self.in_flight)
 
     def stats(self) -> list[dict[str, int]]:
         return ray.get([a.stats.remote() for a in self.actors])
