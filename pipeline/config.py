@@ -99,7 +99,7 @@ class RunConfig:
     batch_crops: int = 16  # most crops a restore actor gathers from concurrent chunks into one pass
     batch_wait_ms: float = 20.0  # how long an actor waits for more crops before a partial batch
     max_inflight: int = 4  # chunks in flight per stage (backpressure)
-    requests_in_flight: int = 4  # restore requests a chunk task keeps outstanding (pipelining)
+    requests_in_flight: int = 2  # restore requests a chunk task keeps outstanding (pipelining)
     retries: int = 2  # Ray: restarts of a dead restore actor, retries of a chunk whose worker died
     preview_seconds: float | None = None
     report: bool = True

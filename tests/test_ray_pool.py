@@ -1,4 +1,4 @@
-"""The restore actor pool on the session's local Ray: dynamic batching, routing, uint8 crops, references
+"""The restore actor pool on the session's local Ray: dynamic batching, pipelined calls, the wire format, references
 by track id from the run's store, start-up errors. (Chunk tasks sharing the pool, actor crashes and failing chunks: test_ray_pipeline.py,
 through whole runs.)"""
 
@@ -15,6 +15,7 @@ from ray import cloudpickle  # noqa: E402
 
 from pipeline.errors import ReelfaceError  # noqa: E402
 from pipeline.plan import Chunk  # noqa: E402
+from pipeline.restorers.base import crops_to_tensor, tensor_to_crops  # noqa: E402
 from workers.cluster import bounded_map  # noqa: E402
 from workers.restore import RestorePool, from_wire, to_wire  # noqa: E402
 
@@ -119,12 +120,36 @@ def test_references_travel_by_track_id_and_arrive_intact(ray_local, tmp_path):
         pool.shutdown()
 
 
-def test_wire_format_is_uint8_when_lossless_and_always_exact():
+def test_wire_format_is_the_smallest_exact_one():
     levels = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)
     as_cropped = torch.from_numpy(levels).float().div(255.0)  # crops_to_tensor of 8-bit crops
     assert to_wire(as_cropped).dtype == np.uint8 and torch.equal(from_wire(to_wire(as_cropped)), as_cropped)
-    finer = torch.rand(2, 3, 8, 8)  # float crops at the source's precision (10-bit, warped): sent whole
+    on_the_grid = crops_to_tensor(np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)))
+    assert to_wire(on_the_grid).dtype == np.uint16 and torch.equal(from_wire(to_wire(on_the_grid)), on_the_grid)
+    finer = torch.rand(2, 3, 8, 8)  # not from the face path: sent whole
     assert to_wire(finer).dtype == np.float32 and torch.equal(from_wire(to_wire(finer)), finer)
+    beyond = on_the_grid * 1.5  # out of [0, 1] (a restorer's raw output): float32 too
+    assert to_wire(beyond).dtype == np.float32 and torch.equal(from_wire(to_wire(beyond)), beyond)
+
+
+def test_decoded_face_crops_cross_ray_in_half_the_bytes_and_restore_as_locally(ray_local, data_dir):
+    """Crops warped from a decoded 8-bit frame are floats between levels: they go as uint16 (half of
+    float32), come back bit-exact, and the pool's answer (uint16 too) is, to the bit, what the face path
+    keeps of the same restorer run locally."""
+    from pipeline.video import decode
+
+    [frame] = list(decode(data_dir / "clips" / "hamilton.mp4", 0, 1))
+    turn = np.array([[1.7, 0.1, -300.3], [-0.1, 1.7, -60.6]], np.float32)  # off the pixel grid
+    crops = crops_to_tensor(frame.views()[0].face_crops(np.stack([turn, turn * 1.01]), 128))
+    wire = to_wire(crops)
+    assert wire.dtype == np.uint16 and 2 * wire.nbytes == crops.numpy().nbytes
+    assert torch.equal(from_wire(wire), crops)
+    pool = RestorePool(Invert, run_cfg())
+    try:
+        assert np.array_equal(tensor_to_crops(pool.restorer().restore(crops)), tensor_to_crops(Invert().restore(crops)))
+        assert ray.get(pool.actors[0].restore.remote(wire, None)).dtype == np.uint16  # the answer too
+    finally:
+        pool.shutdown()
 
 
 def test_restorer_that_cannot_start_is_a_clear_error(ray_local):

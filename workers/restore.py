@@ -35,6 +35,7 @@ import ray
 import torch
 
 from pipeline.errors import ReelfaceError
+from pipeline.restorers.base import GRID, restorer_output
 
 from .cluster import RESTORE_RESOURCE, restore_actor_count, root_cause
 
@@ -52,18 +53,29 @@ class RefKeys:
 
 
 def to_wire(crops: Any) -> np.ndarray:
-    """Crops (B, 3, H, W) in [0, 1] -> what crosses Ray: uint8 (a quarter of float32; numpy arrays are read
-    from the object store without a copy) when that is lossless, i.e. the crops are whole 8-bit levels
-    (8-bit crops cut on the pixel grid); else float32, so that Ray gives the local executor's frames."""
+    """Crops (B, 3, H, W) in [0, 1] -> what crosses Ray, the smallest exact form: uint8 when they are whole
+    8-bit levels (8-bit crops cut on the pixel grid), uint16 when they are on the face path's grid
+    (crops_to_tensor's and restorer_output's: every crop cut from a frame, every answer), float32 for
+    anything else. numpy arrays are read from the object store without a copy."""
     crops = crops.detach().float().cpu()
-    levels = crops.clamp(0, 1).mul(255.0).round().to(torch.uint8).numpy()
-    return levels if torch.equal(from_wire(levels), crops) else crops.numpy()
+    levels = crops.mul(GRID).round_()
+    lowest, highest = torch.aminmax(levels)
+    if lowest < 0 or highest > GRID or not torch.equal(levels.div(GRID), crops):
+        return crops.numpy()
+    levels = levels.to(torch.int32)
+    if bool((levels % LEVEL == 0).all()):  # whole 8-bit levels
+        return levels.div_(LEVEL, rounding_mode="floor").to(torch.uint8).numpy()
+    return levels.numpy().astype(np.uint16)
+
+
+LEVEL = GRID // 255  # grid steps in one 8-bit level
 
 
 def from_wire(crops: np.ndarray) -> Any:
     """to_wire's array -> float tensor in [0, 1] (a copy: the object store's arrays are read-only)."""
-    if crops.dtype == np.uint8:
-        return torch.from_numpy(np.divide(crops, 255.0, dtype=np.float32))
+    if crops.dtype in (np.uint8, np.uint16):
+        top = 255.0 if crops.dtype == np.uint8 else float(GRID)
+        return torch.from_numpy(np.divide(crops, top, dtype=np.float32))
     return torch.from_numpy(np.array(crops, np.float32))
 
 
@@ -116,8 +128,9 @@ class RestoreActor:
         self.pending.append(request)
         self.counts["requests"] += 1
         self.wakeup.set()
-        # converted here, per caller, while the model thread already runs the next pass
-        return to_wire(await request.done)
+        # converted here, per caller, while the model thread already runs the next pass; only what the
+        # face path keeps of an answer (restorer_output) travels, so it fits the uint16 grid
+        return to_wire(restorer_output(await request.done))
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()

@@ -39,16 +39,34 @@ class Restorer(Protocol):
         ...
 
 
+# Crops and restorer outputs are kept on a grid of 1/GRID steps of [0, 1]: finer than any source the face
+# path reads (every 8-bit level is on it, since 65535 = 255 * 257; a 10-bit level is 64 steps) and than a
+# bf16 model sees, and exactly what a uint16 holds, so they cross a process boundary (Ray) as uint16
+# without changing a bit: the Ray and local executors restore the same numbers.
+GRID = 65535
+
+
+def on_grid(batch: torch.Tensor) -> torch.Tensor:
+    """The nearest values on the 1/GRID grid (a new tensor)."""
+    return batch.mul(GRID).round_().div_(GRID)
+
+
 def crops_to_tensor(crops) -> torch.Tensor:
-    """uint8 RGB crops (N, H, W, 3), an array or a list, -> float (N, 3, H, W) in [0, 1]: the one way
-    from the CPU side to the model side."""
-    return torch.from_numpy(np.asarray(crops)).permute(0, 3, 1, 2).float().div(255.0)  # never in place: float crops are the caller's
+    """RGB crops (N, H, W, 3) in 0..255 (uint8, or float at the source's precision), an array or a list,
+    -> float (N, 3, H, W) in [0, 1] on the grid: the one way from the CPU side to the model side."""
+    # never in place: float crops are the caller's
+    return on_grid(torch.from_numpy(np.asarray(crops)).permute(0, 3, 1, 2).float().div(255.0))
+
+
+def restorer_output(batch: torch.Tensor) -> torch.Tensor:
+    """All of a restorer's output that the face path keeps: [0, 1], on the grid, float32 on the CPU."""
+    return on_grid(batch.detach().float().clamp(0, 1)).cpu()
 
 
 def tensor_to_crops(batch: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [0, 1] -> float32 (N, H, W, 3) in 0..255 on the CPU, not rounded: blending goes on
-    in float."""
-    return batch.detach().float().clamp(0, 1).mul(255.0).permute(0, 2, 3, 1).cpu().numpy()
+    """(N, 3, H, W) from a restorer -> float32 (N, H, W, 3) in 0..255 on the CPU, not rounded to levels:
+    blending goes on in float."""
+    return restorer_output(batch).mul(255.0).permute(0, 2, 3, 1).numpy()
 
 
 def check_crops(crops: torch.Tensor, size: int | None = CROP_SIZE) -> None:
