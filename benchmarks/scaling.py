@@ -62,6 +62,25 @@ class SleepRestorer:
         return crops
 
 
+def host_cost(crop_px: int, crops: int = 8, repeats: int = 3) -> float:
+    """CPU ms per crop (one thread) of the conversions one request makes, both ends: the render task's
+    crops_to_tensor, to_wire, from_wire of the answer and tensor_to_crops, the actor's from_wire,
+    restorer_output and to_wire (Ray's own copies not included). Off-grid float crops, as cut from frames."""
+    import numpy as np
+    import torch
+
+    from pipeline.restorers.base import crops_to_tensor, restorer_output, tensor_to_crops
+    from workers.restore import from_wire, to_wire
+
+    torch.set_num_threads(1)
+    cut = np.random.default_rng(0).uniform(0, 255, (crops, crop_px, crop_px, 3)).astype(np.float32)
+    began = time.process_time()
+    for _ in range(repeats):
+        answer = to_wire(restorer_output(from_wire(to_wire(crops_to_tensor(cut)))))
+        tensor_to_crops(from_wire(answer))
+    return 1000 * (time.process_time() - began) / (repeats * crops)
+
+
 def simulate(actor_counts: list[int], crops_per_task: int, run_crops: int, crop_px: int, per_batch: float,
              per_crop: float, batch_crops: int, wait_ms: float, tasks_per_actor: int, in_flight: int) -> None:
     import functools
@@ -88,6 +107,9 @@ def simulate(actor_counts: list[int], crops_per_task: int, run_crops: int, crop_
             restore_run(run[:min(run_crops, crops - lo)].astype(np.float32), None, restorer, restorer.call_crops)
         return str(to_wire(crops_to_tensor(run[:1].astype(np.float32))).dtype)
 
+    print(json.dumps({"benchmark": "scaling.host_cost", "crop_px": crop_px,
+                       "cpu_ms_per_crop": round(host_cost(crop_px), 1), "load_avg": os.getloadavg()[0],
+                       "machine": machine()}), flush=True)
     one_actor = None
     for count in sorted(set(actor_counts) | {1}):
         run = SimpleNamespace(restore_actors=count, gpus_per_actor=1.0, retries=0, batch_crops=batch_crops,
