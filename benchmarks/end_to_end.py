@@ -160,7 +160,7 @@ def main() -> None:
                     print(json.dumps({"benchmark": "end_to_end", "clip": clip.name, "frames": frames, "pass": kind,
                                       "repeat": repeat, "overrides": overrides, **result}), flush=True)
             median = {kind: statistics.median(r["seconds"] for r in runs) for kind, runs in results.items()}
-            cpu = {kind: statistics.median(r["cpu_s"] for r in runs) for kind, runs in results.items()}
+            cpu = {kind: round(statistics.median(r["cpu_s"] for r in runs), 2) for kind, runs in results.items()}
             stages = {s: round(statistics.median(r["stages"][s] for r in results["default"]), 2) for s in STAGES}
             print(json.dumps({
                 "benchmark": "end_to_end", "clip": clip.name, "frames": frames, "repeats": args.repeats,
