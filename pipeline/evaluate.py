@@ -142,6 +142,8 @@ def _mean(values) -> float | None:
 
 
 IDENTITY_SAMPLES = 8  # frames per video whose identity embedding is compared (dlib: ~0.1-0.3 s each)
+# names of the measuring frames among the measured videos while they are read in lockstep
+TRUTH, REFERENCE = "ground truth", "reference"
 
 
 def _samples(n: int, k: int) -> set[int]:
@@ -223,8 +225,6 @@ def measure_against_truth(videos: dict[str, Iterable[np.ndarray]], truth: Iterab
     return out
 
 
-TRUTH = "ground truth"
-
 
 def track_reference(path: str | Path, frame_count: int):
     """The faces of a video file as tracking/ follows them (every frame detected, streamed: only the
@@ -301,8 +301,6 @@ def measure_without_truth(videos: dict[str, Iterable[np.ndarray]], reference: It
         }
     return out
 
-
-REFERENCE = "reference"
 
 
 def _frames(path: str | Path) -> Iterator[np.ndarray]:
