@@ -19,8 +19,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .crop_flow import flow_engine, flow_size
+
 RADIUS = 4  # frames each side
-FLOW_SIZE = 128  # px; motion between consecutive crops is smooth, a coarse flow carries it
 FLOW_PRESMOOTH = 1.0  # px at flow size
 FB_TOLERANCE = 0.5  # px at flow size; forward-backward mismatch where a link's confidence is exp(-1/2)
 CHANGE_TOLERANCE = 3.0  # x the input's own noise: a moved input differing more than this is not the same point
@@ -34,13 +35,13 @@ def _grey(crop: np.ndarray, size: int) -> np.ndarray:
 
 
 class _Links:
-    """Flows and confidences between consecutive input crops, at FLOW_SIZE and upsampled to crop size."""
+    """Flows and confidences between consecutive input crops, at crop_flow.flow_size and upsampled to crop size."""
 
     def __init__(self, inputs: list[np.ndarray]):
         self.size = inputs[0].shape[0]
-        small = min(self.size, FLOW_SIZE)
+        small = flow_size(self.size)
         greys = [_grey(c, small) for c in inputs]
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+        dis = flow_engine()
         grid = np.mgrid[0:small, 0:small].astype(np.float32)
         u8 = [np.clip(g, 0, 255).astype(np.uint8) for g in greys]
         full = np.mgrid[0:self.size, 0:self.size].astype(np.float32)

@@ -9,8 +9,8 @@ resolution, see process.crop_geometry):
    are rejected instead of smeared in;
 3. the average, now much less noisy, is Wiener-deconvolved: the Gaussian PSF's width is *estimated*
    from the run's own edges and the signal and noise spectra from its own frames, so a sharp clip gets
-   only the noise the averaging left removed, and a blurred one what its blur calls for. One filter
-   per run: the same on every frame, so deconvolution adds no flicker.
+   only the noise the averaging left removed, and a blurred one what its blur calls for. Each crop's
+   filter comes from its own window, so a result never depends on where a call began.
 
 Only this track's own pixels are used, which is why archivists can choose it.
 """
@@ -23,10 +23,10 @@ import cv2
 import numpy as np
 import torch
 
+from ..crop_flow import flow_engine, flow_size
 from .base import TrackRefs, check_crops, tensor_to_crops
 
-TEMPORAL_RADIUS = 7  # 15 frames per window
-FLOW_MAX = 128  # px; flow at half the crop size (about the frame's own resolution), at most this
+TEMPORAL_RADIUS = 5  # 11 frames per window
 FLOW_PRESMOOTH = 0.7  # px at flow size; noise would otherwise pull the flow
 FB_TOLERANCE = 1.0  # px at flow size; forward-backward mismatch at which a neighbour's weight is exp(-1/2)
 AGREEMENT = 3.0  # a neighbour's weight is exp(-d^2 / 2 (AGREEMENT * noise)^2), d its blurred distance to the median
@@ -72,8 +72,8 @@ class PairFlows:
     def __init__(self, yuv: np.ndarray):
         size = yuv.shape[1]
         self.size = size
-        self.flow_size = small = min(max(size // 2, 32), FLOW_MAX)
-        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+        self.flow_size = small = flow_size(size)
+        self.dis = flow_engine()
         self.small = [cv2.resize(c, (small, small), interpolation=cv2.INTER_AREA) for c in yuv]  # yuv
         self.greys = [np.clip(_blur(c[..., 0], FLOW_PRESMOOTH), 0, 255).astype(np.uint8) for c in self.small]
         grid = np.mgrid[0:size, 0:size].astype(np.float32)
