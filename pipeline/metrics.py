@@ -105,22 +105,29 @@ class FlowField:
         frames at a time (a streamed video: one FlowField per pair of frames)."""
         total, count = 0.0, 0
         for t in range(1, len(frames)):
-            flow, valid = self.flows[t - 1], self.valid[t - 1].copy()
+            if boxes is not None and boxes[t] is None:
+                continue
+            sq, valid = self.squared_change(frames[t - 1], frames[t], t - 1)
             if boxes is not None:
-                box = boxes[t]
-                if box is None:
-                    continue
-                region = np.zeros_like(valid)
-                x0, y0, x1, y1 = box
-                region[y0:y1, x0:x1] = True
-                valid &= region
-            prev = frames[t - 1].astype(np.float32) / 255.0
-            pulled = cv2.remap(prev, self.grid[0] + flow[..., 0], self.grid[1] + flow[..., 1], cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
-            sq = ((frames[t].astype(np.float32) / 255.0 - pulled) ** 2).sum(-1)
+                valid &= _box_mask(valid.shape, boxes[t])
             total += float(sq[valid].sum())
             count += int(valid.sum())
         return total, count
+
+    def squared_change(self, prev: np.ndarray, cur: np.ndarray, pair: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per pixel: the squared difference (RGB, 0..1 scale) between `cur` and `prev` warped to it with
+        the flow of frame pair `pair`, and where that flow is valid (a new array: callers narrow it)."""
+        flow = self.flows[pair]
+        pulled = cv2.remap(prev.astype(np.float32) / 255.0, self.grid[0] + flow[..., 0], self.grid[1] + flow[..., 1],
+                           cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return ((cur.astype(np.float32) / 255.0 - pulled) ** 2).sum(-1), self.valid[pair].copy()
+
+
+def _box_mask(shape: tuple[int, int], box: Box) -> np.ndarray:
+    region = np.zeros(shape, bool)
+    x0, y0, x1, y1 = box
+    region[y0:y1, x0:x1] = True
+    return region
 
 
 class StreamedWarpError:
@@ -139,12 +146,14 @@ class StreamedWarpError:
             ref_prev, prev = self.previous
             field = FlowField([ref_prev, reference])
             for name, frame in frames.items():
-                for face, boxes in ((False, None), (True, [None, face_box])):
-                    if face and face_box is None:
-                        continue
-                    total, count = field.warp_sums([prev[name], frame], boxes)
-                    self.sums[(name, face)][0] += total
-                    self.sums[(name, face)][1] += count
+                # one warp per video serves the whole frame and the face box
+                sq, valid = field.squared_change(prev[name], frame, 0)
+                regions = {False: valid}
+                if face_box is not None:
+                    regions[True] = valid & _box_mask(valid.shape, face_box)
+                for face, region in regions.items():
+                    self.sums[(name, face)][0] += float(sq[region].sum())
+                    self.sums[(name, face)][1] += int(region.sum())
         self.previous = (reference, dict(frames))
 
     def errors(self, name: str) -> dict[str, float | None]:

@@ -55,7 +55,7 @@ def test_streamed_frames_give_the_numbers_of_held_frames(data_dir):
     gives exactly the numbers of the same frames held in lists, and E_warp pooled a pair of frames at a
     time is the whole clip's (one FlowField over all frames)."""
     from pipeline import metrics
-    from pipeline.evaluate import make_ground_truth_clip, measure_against_truth
+    from pipeline.evaluate import _detector, _face_box, _largest_face, make_ground_truth_clip, measure_against_truth
 
     clip = make_ground_truth_clip(data_dir / "refs" / "biden" / "biden2.jpg", n_frames=4, size=192, seed=3)
     held = measure_against_truth({"input": clip.degraded, "clean": clip.clean}, clip.clean)
@@ -64,6 +64,10 @@ def test_streamed_frames_give_the_numbers_of_held_frames(data_dir):
     assert streamed == held
     assert held["input"]["e_warp"] > held["clean"]["e_warp"]  # the degraded clip flickers more
     assert held["clean"]["e_warp"] == round(metrics.FlowField(clip.degraded).warp_error(clip.clean), 4)
+    # the face figure too: pooled over the face boxes found on the ground truth, frame by frame
+    detector = _detector()
+    boxes = [_face_box(_largest_face(detector.detect([frame])[0]), frame.shape) for frame in clip.clean]
+    assert held["clean"]["face_e_warp"] == round(metrics.FlowField(clip.degraded).warp_error(clip.clean, boxes), 4)
 
 
 def test_frames_are_read_lazily_one_of_each_video_at_a_time(data_dir):
