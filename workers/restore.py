@@ -52,6 +52,9 @@ class RefKeys:
     keys: list
 
 
+LEVEL = GRID // 255  # grid steps in one 8-bit level
+
+
 def to_wire(crops: Any) -> np.ndarray:
     """Crops (B, 3, H, W) in [0, 1] -> what crosses Ray, the smallest exact form: uint8 when they are whole
     8-bit levels (8-bit crops cut on the pixel grid), uint16 when they are on the face path's grid
@@ -66,9 +69,6 @@ def to_wire(crops: Any) -> np.ndarray:
     if bool((levels % LEVEL == 0).all()):  # whole 8-bit levels
         return levels.div_(LEVEL, rounding_mode="floor").to(torch.uint8).numpy()
     return levels.numpy().astype(np.uint16)
-
-
-LEVEL = GRID // 255  # grid steps in one 8-bit level
 
 
 def from_wire(crops: np.ndarray) -> Any:
