@@ -36,6 +36,8 @@ class DetectConfig:
     small_face: int = 40  # px at the detection scale; faces under this get a 2x second pass around them
     stride: int = 1  # detect every n-th frame, Kalman prediction in between
     scan_size: int = 360  # px: frames are detected downscaled to this short side; 0: full resolution
+    scan_every: int = 5  # frames between whole-frame scans (and one at each possible cut); in between only
+    # regions around the faces followed are detected
     device: str = "auto"
 
 
@@ -49,7 +51,7 @@ class TrackConfig:
     min_hits: int = 5  # frames of detections before a track is confirmed (/ stride); fewer is flicker
     reid_threshold: float | None = None  # embedding cosine: same person; None: the embedder's calibrated one
     embed_every: int = 30  # frames between two embeddings of one face (dlib: ~0.13 s a face on CPU)
-    embed_near_every: int = 10  # the same while another face is close; also the first gaps of a new face
+    embed_near_every: int = 10  # the same while motion could confuse it with another face; also a new face's first gaps
     bridge_gap: int = 5  # missed frames filled by the motion model; longer gaps stay holes (occlusions)
     shot_threshold: float = 27.0  # PySceneDetect ContentDetector threshold
     smoothing: float = 1.0  # landmark measurement-noise scale for the RTS smoother; 0 disables
@@ -149,6 +151,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "detect.small_face": (0, None, False),
     "detect.stride": (1, None, False),
     "detect.scan_size": (0, None, False),
+    "detect.scan_every": (1, None, False),
     "track.iou_weight": (0, None, False),
     "track.embedding_weight": (0, None, False),
     "track.max_cost": (0, None, True),

@@ -19,6 +19,7 @@ from .detectors import get_detector, resized, scan_scale
 from .embedders import get_embedder, recognisable, same_person_threshold
 from .faces import Face
 from .follow import Follower
+from .regions import search_regions
 from .shots import ShotScorer, thumbnail
 
 DECODE_AHEAD = 4  # frames decoded ahead of detection (one 1080p RGB frame is 6 MB)
@@ -124,16 +125,21 @@ def detect_chunk(path, start: int, stop: int, cfg, on_frame: Callable[[], None] 
     """Detect faces in frames [start, stop) of `path` and score them for shot cuts. `on_frame` is called
     once per decoded frame (progress bars).
 
-    Frames are detected downscaled to `detect.scan_size` (decoded and downscaled in a second thread);
-    faces get an embedding only when their tracklet needs one (`Follower.wants_embedding`).
+    Frames are detected downscaled to `detect.scan_size` (decoded and downscaled in a second thread):
+    the whole frame every `detect.scan_every` frames and at every possible shot cut, in between only
+    around the faces already followed, where their Kalman filters expect them (so a new face elsewhere
+    starts at the next whole scan). Faces get an embedding only when their tracklet needs one
+    (`Follower.wants_embedding`).
     """
     detector, embedder = models_for(cfg)
-    follower = Follower(cfg.track, same_person_threshold(cfg), cfg.track.bridge_gap, cfg.detect.stride)
+    follower = Follower(cfg.track, same_person_threshold(cfg), cfg.track.bridge_gap, cfg.detect.stride,
+                        cfg.track.max_gap)
     n = stop - start
     faces: list[list[Face]] = [[] for _ in range(n)]
     detected = np.zeros(n, bool)
     scores = np.full(n, np.nan)
     first = last = None
+    last_whole = None  # frame of the last whole-frame scan
     for frame in prefetch(decoded_frames(path, start, stop, cfg), DECODE_AHEAD):
         k = frame.index - start
         scores[k] = frame.shot_score
@@ -142,9 +148,13 @@ def detect_chunk(path, start: int, stop: int, cfg, on_frame: Callable[[], None] 
         if frame.cut:  # also between two detected frames (stride)
             follower.clear()
         if frame.image is not None:
-            found = detector.detect_scaled(frame.rgb, frame.image, frame.scale)
-            owners = follower.follow(frame.index, found)
-            wanted = [f for f, want in zip(found, follower.wants_embedding(frame.index, owners, found))
+            whole = frame.cut or last_whole is None or frame.index - last_whole >= cfg.detect.scan_every
+            regions = None if whole else search_regions(follower.expected(frame.index), frame.image.shape, frame.scale)
+            if regions is None:
+                last_whole = frame.index
+            found = detector.detect_scaled(frame.rgb, frame.image, frame.scale, regions)
+            owners, unsure = follower.follow(frame.index, found)
+            wanted = [f for f, want in zip(found, follower.wants_embedding(frame.index, owners, unsure))
                       if want and recognisable(frame.rgb, f, found)]
             for face, vector in zip(wanted, embedder.embed(frame.rgb, wanted)):
                 face.embedding = vector

@@ -19,6 +19,7 @@ import numpy as np
 from pipeline.errors import ReelfaceError
 
 from .faces import Face
+from .regions import merged_boxes
 
 INSIGHTFACE_HOME = Path(os.environ.get("INSIGHTFACE_HOME", "~/.insightface")).expanduser()
 
@@ -227,6 +228,15 @@ def scaled(face: Face, scale: float, x0: float = 0.0, y0: float = 0.0) -> Face:
     return Face((face.box.reshape(2, 2) / scale + origin).ravel(), face.landmarks / scale + origin, face.score)
 
 
+def cut_by_region(box: np.ndarray, region: tuple[int, int, int, int], width: int, height: int) -> bool:
+    """A box found in a region of a width x height image that reaches an edge of the region inside the
+    image: only part of a face (all in the region's pixels)."""
+    x0, y0, x1, y1 = region
+    inner = np.array([x0 if x0 > 0 else -np.inf, y0 if y0 > 0 else -np.inf,
+                      x1 if x1 < width else np.inf, y1 if y1 < height else np.inf])
+    return not ((box[:2] > inner[:2] + 1).all() and (box[2:] < inner[2:] - 1).all())
+
+
 SMALL_REGION_MARGIN = 1.5  # the second pass looks this many small_face sizes around the small faces
 
 
@@ -244,26 +254,48 @@ class SmallFaceDetector:
     def detect(self, frames: list[np.ndarray]) -> list[list[Face]]:
         return [self._second_pass(frame, 1.0, faces) for frame, faces in zip(frames, self.detector.detect(frames))]
 
-    def detect_scaled(self, frame: np.ndarray, image: np.ndarray, scale: float) -> list[Face]:
-        """Faces of `frame`, in its pixels, from `image` = `resized(frame, scale)`."""
-        faces = [scaled(f, scale) for f in self.detector.detect([image])[0]]
+    def detect_scaled(self, frame: np.ndarray, image: np.ndarray, scale: float,
+                      regions: list[tuple[int, int, int, int]] | None = None) -> list[Face]:
+        """Faces of `frame`, in its pixels, from `image` = `resized(frame, scale)`: the whole image, or
+        only `regions` of it (x0, y0, x1, y1 in image pixels, `tracking.regions.search_regions`)."""
+        if regions is None:
+            faces = [scaled(f, scale) for f in self.detector.detect([image])[0]]
+        else:
+            faces = self._in_regions(image, scale, regions)
         return self._second_pass(frame, scale, faces)
+
+    def _in_regions(self, image: np.ndarray, scale: float, regions: list[tuple[int, int, int, int]]) -> list[Face]:
+        h, w = image.shape[:2]
+        by_shape: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+        for r in regions:
+            by_shape.setdefault((r[3] - r[1], r[2] - r[0]), []).append(r)
+        faces = []
+        for group in by_shape.values():  # regions of one size are one batch
+            found = self.detector.detect([image[y0:y1, x0:x1] for x0, y0, x1, y1 in group])
+            for (x0, y0, x1, y1), in_region in zip(group, found):
+                corner = np.array([x0, y0, x0, y0], np.float32)
+                whole = [f for f in in_region if not cut_by_region(f.box + corner, (x0, y0, x1, y1), w, h)]
+                faces += [scaled(f, scale, x0 / scale, y0 / scale) for f in whole]
+        if not faces:
+            return []
+        keep = nms(np.array([f.box for f in faces]), np.array([f.score for f in faces]), RetinaFaceDetector.NMS_IOU)
+        return [faces[i] for i in keep]
 
     def _second_pass(self, frame: np.ndarray, scale: float, faces: list[Face]) -> list[Face]:
         small = [f for f in faces if f.size * scale < self.small_face]
         if small and self.small_face > 0:
             h, w = frame.shape[:2]
             margin = SMALL_REGION_MARGIN * self.small_face / scale
-            boxes = np.array([f.box for f in small])
-            x0, y0 = (max(0, int(v - margin)) for v in boxes[:, :2].min(0))
-            x1, y1 = min(w, int(boxes[:, 2].max() + margin) + 1), min(h, int(boxes[:, 3].max() + margin) + 1)
-            again = [scaled(f, 2 * scale, x0, y0)
-                     for f in self.detector.detect([resized(frame[y0:y1, x0:x1], 2 * scale)])[0]]
-            inner = np.array([x0 if x0 > 0 else -np.inf, y0 if y0 > 0 else -np.inf,
-                              x1 if x1 < w else np.inf, y1 if y1 < h else np.inf])
-            # a face cut by the region's edge (inside the frame) is only part of a face
-            again = [f for f in again if f.size * scale < 2 * self.small_face
-                     and (f.box[:2] > inner[:2] + 1).all() and (f.box[2:] < inner[2:] - 1).all()]
+            again = []
+            # small faces far apart are looked at apart (one box around a face on each side of a 1080p
+            # frame was most of the frame at twice the scale)
+            for box in merged_boxes([np.concatenate([f.box[:2] - margin, f.box[2:] + margin]) for f in small]):
+                x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+                x1, y1 = min(w, int(box[2]) + 1), min(h, int(box[3]) + 1)
+                found = [scaled(f, 2 * scale, x0, y0)
+                         for f in self.detector.detect([resized(frame[y0:y1, x0:x1], 2 * scale)])[0]]
+                again += [f for f in found if f.size * scale < 2 * self.small_face
+                          and not cut_by_region(f.box, (x0, y0, x1, y1), w, h)]
             faces = again + faces
             priority = np.array([f.score + (1.0 if i < len(again) else 0.0) for i, f in enumerate(faces)])
             keep = nms(np.array([f.box for f in faces]), priority, RetinaFaceDetector.NMS_IOU)

@@ -1,5 +1,6 @@
-"""Faces followed from one detected frame to the next while a chunk is detected, to know which faces
-need an embedding: a face new to the chunk, or one whose last embedding is old.
+"""Faces followed from one detected frame to the next while a chunk is detected: where to look for them
+in the next frame (`expected`), and which faces need an embedding: a face new to the chunk, one whose
+last embedding is old, or one that motion alone cannot tell from another face.
 
 This is a motion-only pass of the tracker's own association (`tracker.associate`, Kalman boxes); the
 tracks themselves are still built from the detections on the driver (`tracking.build`).
@@ -9,45 +10,52 @@ from __future__ import annotations
 
 import numpy as np
 
-from .detectors import box_iou
 from .faces import Face
 from .kalman import KalmanBoxTracker
-from .tracker import Tracklet, associate, hits_to_confirm
-
-NEAR_GROWTH = 0.5  # a face is near another when their boxes, grown by this much of their size, touch
+from .tracker import Tracklet, associate, hits_to_confirm, motion_gate
 
 
-def near_others(faces: list[Face]) -> np.ndarray:
-    """(N,) bool: the face has another face within half its size (a crossing may be coming)."""
-    if len(faces) < 2:
-        return np.zeros(len(faces), bool)
-    boxes = np.array([f.box for f in faces], np.float64)
-    grow = (boxes[:, 2:] - boxes[:, :2]) * NEAR_GROWTH / 2
-    grown = np.concatenate([boxes[:, :2] - grow, boxes[:, 2:] + grow], 1)
-    iou = box_iou(grown, grown)
-    np.fill_diagonal(iou, 0)
-    return iou.max(1) > 0
+def contested(gate: np.ndarray) -> np.ndarray:
+    """(F,) bool from a (T, F) motion gate: the face could be more than one tracklet, or its tracklet
+    could be another face too. There motion cannot keep identities apart and the tracker needs
+    appearance (crossings); faces side by side, however close, are each in their own gate only."""
+    if gate.size == 0:
+        return np.zeros(gate.shape[1], bool)
+    shared_tracklet = gate & (gate.sum(1, keepdims=True) >= 2)
+    return (gate.sum(0) >= 2) | shared_tracklet.any(0)
 
 
 class Follower:
-    """Known faces of the current shot; tracklets not seen for `keep` frames are forgotten."""
+    """Known faces of the current shot; tracklets not seen for `keep` frames are forgotten, but still
+    looked for (`expected`) along their motion up to `search` frames: a face walking behind something
+    comes out where it was heading."""
 
-    def __init__(self, track_cfg, same_person: float, keep: int, stride: int):
-        self.cfg, self.same_person, self.keep = track_cfg, same_person, keep
+    def __init__(self, track_cfg, same_person: float, keep: int, stride: int, search: int):
+        self.cfg, self.same_person, self.keep, self.search = track_cfg, same_person, keep, search
         self.min_hits = hits_to_confirm(track_cfg, stride)
         self.tracklets: list[Tracklet] = []
+        self.lost: list[Tracklet] = []  # forgotten, still looked for
         self.embedded: dict[int, tuple[int, int]] = {}  # tracklet id -> frames of its first and last embedding
         self.next_id = 0
 
     def clear(self) -> None:
         """A shot cut: nothing seen before it is expected after it."""
-        self.tracklets = []
+        self.tracklets, self.lost = [], []
 
-    def follow(self, frame_index: int, faces: list[Face]) -> list[Tracklet]:
-        """The tracklet of each face (a new one for a face nobody expected); call `record` after."""
+    def expected(self, frame_index: int) -> list[np.ndarray]:
+        """Boxes where the faces followed or lost are expected in `frame_index` (Kalman prediction)."""
+        self.lost = [t for t in self.lost if frame_index - t.last_frame <= self.search]
+        self.lost += [t for t in self.tracklets if frame_index - t.last_frame > self.keep]
         self.tracklets = [t for t in self.tracklets if frame_index - t.last_frame <= self.keep]
-        for t in self.tracklets:
+        for t in self.tracklets + self.lost:
             t.kalman.predict(frame_index)
+        return [t.kalman.box for t in self.tracklets + self.lost]
+
+    def follow(self, frame_index: int, faces: list[Face]) -> tuple[list[Tracklet], np.ndarray]:
+        """The tracklet of each face (a new one for a face nobody expected), and whether motion alone
+        could confuse it with another (`contested`); call `record` after."""
+        self.expected(frame_index)
+        unsure = contested(motion_gate(self.tracklets, faces)[1]) if self.tracklets else np.zeros(len(faces), bool)
         matches, unmatched = associate(self.tracklets, faces, self.cfg.iou_weight, self.cfg.embedding_weight,
                                        self.cfg.max_cost, self.same_person)
         owners: list[Tracklet | None] = [None] * len(faces)
@@ -58,16 +66,18 @@ class Follower:
             owners[fi] = Tracklet(self.next_id, KalmanBoxTracker(faces[fi], frame_index))
             self.next_id += 1
             self.tracklets.append(owners[fi])
-        return owners
+        return owners, unsure
 
-    def wants_embedding(self, frame_index: int, owners: list[Tracklet], faces: list[Face]) -> list[bool]:
+    def wants_embedding(self, frame_index: int, owners: list[Tracklet], unsure: np.ndarray) -> list[bool]:
         """A face is embedded once its tracklet is confirmed (a face coming out from behind something is
         half hidden for its first frames), then again when its last embedding is old: the gap grows
         with the time since the first (`embed_near_every` up to `embed_every` frames), so a new face
-        gets several views early and a long one a few a second; while another face is near, every
-        `embed_near_every` frames (crossings are where the tracker needs appearance)."""
+        gets several views early (person ids link tracks by their mean embedding) and a long one a few
+        a second; while motion could confuse it with another face (`follow`'s `unsure`: crossings,
+        where the tracker needs appearance), every `embed_near_every` frames. Faces side by side keep
+        to their own gates and are not embedded more often: dlib costs ~130 CPU ms a face."""
         wants = []
-        for owner, near in zip(owners, near_others(faces)):
+        for owner, near in zip(owners, unsure):
             if owner.tracklet_id not in self.embedded:
                 wants.append(len(owner.frames) + 1 >= self.min_hits)
                 continue

@@ -55,6 +55,16 @@ def embedding_distance(cosine: float, same_person: float) -> float:
     return float(np.clip((1.0 - cosine) / (1.0 - same_person) / 2.0, 0.0, 1.0))
 
 
+def motion_gate(tracklets: list[Tracklet], faces: list[Face]) -> tuple[np.ndarray, np.ndarray]:
+    """(T, F) IoU of each face with each tracklet's predicted box, and whether motion alone allows the
+    pair: inside the Kalman gate, or overlapping by SORT's IoU criterion (the detector's box size on a
+    blurred face can jump by more than the Kalman noise allows while the box still clearly overlaps)."""
+    boxes = np.array([f.box for f in faces]).reshape(-1, 4)
+    iou = box_iou(np.array([t.kalman.box for t in tracklets]).reshape(-1, 4), boxes)
+    gate = np.array([t.kalman.mahalanobis2(boxes) <= CHI2_GATE_4DOF for t in tracklets]).reshape(iou.shape)
+    return iou, gate | (iou >= MIN_IOU)
+
+
 def associate(tracklets: list[Tracklet], faces: list[Face], iou_weight: float, embedding_weight: float,
               max_cost: float, same_person: float) -> tuple[list[tuple[int, int]], list[int]]:
     """Match predicted tracklets to detections. Returns (tracklet index, face index) pairs and the
@@ -68,23 +78,19 @@ def associate(tracklets: list[Tracklet], faces: list[Face], iou_weight: float, e
     """
     if not tracklets or not faces:
         return [], list(range(len(faces)))
-    boxes = np.array([f.box for f in faces])
-    iou = box_iou(np.array([t.kalman.box for t in tracklets]), boxes)
+    iou, gate = motion_gate(tracklets, faces)
     cost = np.full((len(tracklets), len(faces)), INFEASIBLE)
     for i, t in enumerate(tracklets):
         motion = 1.0 - iou[i]
-        # SORT's IoU criterion also admits a pair: the detector's box size on a blurred face can jump by
-        # more than the Kalman noise allows while the box still clearly overlaps
-        motion_ok = (t.kalman.mahalanobis2(boxes) <= CHI2_GATE_4DOF) | (iou[i] >= MIN_IOU)
         t_emb = t.embedding
         for j, face in enumerate(faces):
             if t_emb is not None and face.embedding is not None:
                 cosine = float(t_emb @ face.embedding)
                 emb = embedding_distance(cosine, same_person)
-                if not (motion_ok[j] or cosine >= same_person):
+                if not (gate[i, j] or cosine >= same_person):
                     continue
                 c = (iou_weight * motion[j] + embedding_weight * emb) / (iou_weight + embedding_weight)
-            elif motion_ok[j]:
+            elif gate[i, j]:
                 c = motion[j]
             else:
                 continue
