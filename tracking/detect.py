@@ -16,7 +16,7 @@ import numpy as np
 from pipeline.errors import ReelfaceError
 
 from .detectors import get_detector, resized, scan_scale
-from .embedders import get_embedder, recognisable, same_person_threshold
+from .embedders import get_embedder, same_person_threshold
 from .faces import Face
 from .follow import Follower
 from .regions import search_regions
@@ -154,10 +154,7 @@ def detect_chunk(path, start: int, stop: int, cfg, on_frame: Callable[[], None] 
                 last_whole = frame.index
             found = detector.detect_scaled(frame.rgb, frame.image, frame.scale, regions)
             owners, unsure = follower.follow(frame.index, found)
-            wanted = [f for f, want in zip(found, follower.wants_embedding(frame.index, owners, unsure))
-                      if want and recognisable(frame.rgb, f, found)]
-            for face, vector in zip(wanted, embedder.embed(frame.rgb, wanted)):
-                face.embedding = vector
+            follower.embed(frame.index, frame.rgb, found, owners, unsure, embedder)
             follower.record(frame.index, found, owners)
             faces[k], detected[k] = found, True
         if on_frame is not None:

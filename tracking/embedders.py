@@ -55,8 +55,16 @@ def recognisable(frame_rgb: np.ndarray, face: Face, others: list[Face]) -> bool:
 
 
 class Embedder(Protocol):
+    """`embed` = `describe(align(...))`: the aligned face pictures cost a few ms, the network ~100 times
+    that (dlib on CPU: ~130 ms a face), so a caller can look at the pictures first (`tracking.follow`
+    skips the network where a face's picture has not changed)."""
+
     dim: int
     same_person: float
+
+    def align(self, frame_rgb: np.ndarray, faces: list[Face]) -> list[np.ndarray]: ...
+
+    def describe(self, chips: list[np.ndarray]) -> np.ndarray: ...
 
     def embed(self, frame_rgb: np.ndarray, faces: list[Face]) -> np.ndarray: ...
 
@@ -76,7 +84,12 @@ def _face_recognition_models_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
-class DlibEmbedder:
+class TwoStepEmbedder:
+    def embed(self, frame_rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
+        return self.describe(self.align(frame_rgb, faces))
+
+
+class DlibEmbedder(TwoStepEmbedder):
     """dlib ResNet descriptor on 150x150 chips aligned by dlib's own 5-point shape model inside our box."""
 
     dim = 128
@@ -93,17 +106,22 @@ class DlibEmbedder:
         self.net = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
         self._dlib = dlib
 
-    def embed(self, frame_rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
+    def align(self, frame_rgb: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
         if not faces:
-            return np.zeros((0, self.dim), np.float32)
+            return []
         dlib = self._dlib
         frame_rgb = np.ascontiguousarray(frame_rgb)
         shapes = dlib.full_object_detections()
         for f in faces:
             x1, y1, x2, y2 = (int(round(v)) for v in f.box)
             shapes.append(self.shape_model(frame_rgb, dlib.rectangle(x1, y1, x2, y2)))
-        chips = dlib.get_face_chips(frame_rgb, shapes, size=150, padding=0.25)
+        return [np.asarray(chip) for chip in dlib.get_face_chips(frame_rgb, shapes, size=150, padding=0.25)]
+
+    def describe(self, chips: list[np.ndarray]) -> np.ndarray:
+        if not chips:
+            return np.zeros((0, self.dim), np.float32)
         return normalise(np.array(self.net.compute_face_descriptor(chips), np.float32))
+
 
 
 # ArcFace's 112x112 five-point template (insightface `arcface_dst`)
@@ -111,7 +129,7 @@ ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 7
                              [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)
 
 
-class ArcFaceEmbedder:
+class ArcFaceEmbedder(TwoStepEmbedder):
     dim = 512
     same_person = 0.35  # insightface's usual verification threshold for w600k_r50 cosines
 
@@ -124,15 +142,19 @@ class ArcFaceEmbedder:
                                             providers=onnx_providers(device))
         self.input = self.session.get_inputs()[0].name
 
-    def embed(self, frame_rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
-        if not faces:
-            return np.zeros((0, self.dim), np.float32)
+    def align(self, frame_rgb: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
         crops = []
         for f in faces:
             matrix, _ = cv2.estimateAffinePartial2D(f.landmarks, ARCFACE_TEMPLATE, method=cv2.LMEDS)
             crops.append(cv2.warpAffine(frame_rgb, matrix, (112, 112), borderMode=cv2.BORDER_REPLICATE))
-        batch = (np.stack(crops).astype(np.float32) - 127.5) / 127.5
+        return crops
+
+    def describe(self, chips: list[np.ndarray]) -> np.ndarray:
+        if not chips:
+            return np.zeros((0, self.dim), np.float32)
+        batch = (np.stack(chips).astype(np.float32) - 127.5) / 127.5
         return normalise(self.session.run(None, {self.input: batch.transpose(0, 3, 1, 2)})[0])
+
 
 
 def get_embedder(cfg) -> Embedder:
