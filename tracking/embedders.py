@@ -85,6 +85,8 @@ def _face_recognition_models_dir() -> Path:
 
 
 class TwoStepEmbedder:
+    """An embedder as `align` then `describe` (the Embedder protocol's `embed`)."""
+
     def embed(self, frame_rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
         return self.describe(self.align(frame_rgb, faces))
 
@@ -123,7 +125,6 @@ class DlibEmbedder(TwoStepEmbedder):
         return normalise(np.array(self.net.compute_face_descriptor(chips), np.float32))
 
 
-
 # ArcFace's 112x112 five-point template (insightface `arcface_dst`)
 ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                              [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)
@@ -154,7 +155,6 @@ class ArcFaceEmbedder(TwoStepEmbedder):
             return np.zeros((0, self.dim), np.float32)
         batch = (np.stack(chips).astype(np.float32) - 127.5) / 127.5
         return normalise(self.session.run(None, {self.input: batch.transpose(0, 3, 1, 2)})[0])
-
 
 
 def get_embedder(cfg) -> Embedder:

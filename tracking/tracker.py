@@ -61,7 +61,7 @@ def motion_gate(tracklets: list[Tracklet], faces: list[Face]) -> tuple[np.ndarra
     blurred face can jump by more than the Kalman noise allows while the box still clearly overlaps)."""
     boxes = np.array([f.box for f in faces]).reshape(-1, 4)
     iou = box_iou(np.array([t.kalman.box for t in tracklets]).reshape(-1, 4), boxes)
-    gate = np.array([t.kalman.mahalanobis2(boxes) <= CHI2_GATE_4DOF for t in tracklets]).reshape(iou.shape)
+    gate = np.array([t.kalman.mahalanobis2(boxes) <= CHI2_GATE_4DOF for t in tracklets], bool).reshape(iou.shape)
     return iou, gate | (iou >= MIN_IOU)
 
 
