@@ -131,3 +131,17 @@ def test_a_face_lost_behind_something_is_looked_for_where_it_was_heading(pillar,
     behind = np.nonzero(visible < 1)[0]
     assert len(missed) > load_config().track.bridge_gap  # longer than the follower keeps a face
     assert set(missed) <= set(behind)  # found again before it is wholly out, with no whole scan since frame 0
+
+
+def test_the_first_detected_frame_after_a_cut_is_scanned_whole(tmp_path, data_dir, monkeypatch):
+    """With a detection stride the cut can fall between two detected frames: the next one is a whole scan."""
+    detector = get_detector(load_config())
+    photo = cv2.cvtColor(cv2.imread(str(sorted((data_dir / "refs" / PEOPLE[2]).glob("*.jpg"))[0])), cv2.COLOR_BGR2RGB)
+    n, cut = 16, 7  # detected frames 0, 3, 6, 9, ...; whole scans 5 frames apart or more: 0, 6, then 9
+    path = np.tile(np.float32([[90, 100, 80]]), (n, 1))
+    path[cut:] = (290, 190, 80)  # the other side of the frame in the second shot
+    frames, boxes, _ = synth.compose_faces([smooth_background(SIZE, 5), smooth_background(SIZE, 6)], [cut],
+                                           {0: face_patch(photo, detector)[0]}, {0: path})
+    found, searched = detect(synth.write_clip(tmp_path / "cut.mp4", frames), n, monkeypatch, "detect.stride=3")
+    assert searched == [False, True, False, False, True, False]  # frames 0, 3, 6, 9 (after the cut), 12, 15
+    assert all(on(found[f], boxes[0][f]) is not None for f in range(0, n, 3))

@@ -147,8 +147,9 @@ def detect_chunk(path, start: int, stop: int, cfg, on_frame: Callable[[], None] 
         last = frame.thumbnail
         if frame.cut:  # also between two detected frames (stride)
             follower.clear()
+            last_whole = None  # the new shot's first detected frame is scanned whole
         if frame.image is not None:
-            whole = frame.cut or last_whole is None or frame.index - last_whole >= cfg.detect.scan_every
+            whole = last_whole is None or frame.index - last_whole >= cfg.detect.scan_every
             regions = None if whole else search_regions(follower.expected(frame.index), frame.image.shape, frame.scale)
             if regions is None:
                 last_whole = frame.index
