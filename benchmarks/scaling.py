@@ -62,6 +62,19 @@ class SleepRestorer:
         return crops
 
 
+def worker_memory() -> dict[str, float]:
+    """This process's memory, MB: its peak RSS, and its RSS now split into private memory (anonymous: what
+    each process costs the machine), mapped files (shared libraries: torch's ~200 MB, in RAM once for all
+    processes) and shared memory (Ray's object store, counted once for the node)."""
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            if name in ("VmHWM", "RssAnon", "RssFile", "RssShmem"):
+                fields[name] = round(int(value.split()[0]) / 1024, 1)
+    return fields
+
+
 def host_cost(crop_px: int, crops: int = 8, repeats: int = 3) -> float:
     """CPU ms per crop (one thread) of the conversions one request makes, both ends: the render task's
     crops_to_tensor, to_wire, from_wire of the answer and tensor_to_crops, the actor's from_wire,
@@ -76,7 +89,7 @@ def host_cost(crop_px: int, crops: int = 8, repeats: int = 3) -> float:
     cut = np.random.default_rng(0).uniform(0, 255, (crops, crop_px, crop_px, 3)).astype(np.float32)
     began = time.process_time()
     for _ in range(repeats):
-        answer = to_wire(restorer_output(from_wire(to_wire(crops_to_tensor(cut)))))
+        answer = to_wire(from_wire(to_wire(crops_to_tensor(cut))), keep=restorer_output)
         tensor_to_crops(from_wire(answer))
     return 1000 * (time.process_time() - began) / (repeats * crops)
 
@@ -96,16 +109,17 @@ def simulate(actor_counts: list[int], crops_per_task: int, run_crops: int, crop_
     ray.init(num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, log_to_driver=False)
 
     @ray.remote(num_cpus=0)
-    def render_task(restorer, chunk: int, crops: int) -> str:
+    def render_task(restorer, chunk: int, crops: int) -> tuple[str, dict[str, float]]:
         """A render task's restore traffic, through the real request path: process.restore_run over runs
         of one track's crops (float 0..255 on whole 8-bit levels, as an 8-bit source's crops cut on the
-        pixel grid) with the pool's PoolRestorer at its auto batch size; returns the answers' wire dtype."""
+        pixel grid) with the pool's PoolRestorer at its auto batch size; returns the answers' wire dtype
+        and the worker's memory."""
         restorer.bind(chunk, None)
         rng = np.random.default_rng(chunk)
         run = rng.integers(0, 256, (run_crops, crop_px, crop_px, 3), np.uint8)
         for lo in range(0, crops, run_crops):
             restore_run(run[:min(run_crops, crops - lo)].astype(np.float32), None, restorer, restorer.call_crops)
-        return str(to_wire(crops_to_tensor(run[:1].astype(np.float32))).dtype)
+        return str(to_wire(crops_to_tensor(run[:1].astype(np.float32))).dtype), worker_memory()
 
     print(json.dumps({"benchmark": "scaling.host_cost", "crop_px": crop_px,
                        "cpu_ms_per_crop": round(host_cost(crop_px), 1), "load_avg": os.getloadavg()[0],
@@ -120,9 +134,10 @@ def simulate(actor_counts: list[int], crops_per_task: int, run_crops: int, crop_
         ray.get([render_task.remote(restorer, k, batch_crops) for k in range(tasks)])  # warm: workers up, imports done
         warm = pool.stats()
         began = time.perf_counter()
-        dtypes = set(ray.get([render_task.remote(restorer, k, crops_per_task) for k in range(tasks)]))
+        dtypes, memory = zip(*ray.get([render_task.remote(restorer, k, crops_per_task) for k in range(tasks)]))
         wall = time.perf_counter() - began
         stats = pool.stats()
+        actor_memory = ray.get([a.__ray_call__.remote(lambda actor: worker_memory()) for a in pool.actors])
         batches = sum(s["batches"] for s in stats) - sum(s["batches"] for s in warm)
         total = tasks * crops_per_task
         rate = total / wall
@@ -137,7 +152,9 @@ def simulate(actor_counts: list[int], crops_per_task: int, run_crops: int, crop_
             "ideal_crops_per_s": round(count * one_actor, 2), "efficiency": round(rate / (count * one_actor), 3),
             "sleep_bound_crops_per_s": round(sleep_bound, 2), "efficiency_vs_sleep_bound": round(rate / sleep_bound, 3),
             "mean_batch": round(total / batches, 2), "deepest_queue": max(s["deepest_queue"] for s in stats),
-            "crop_px": crop_px, "wire_dtype": ",".join(sorted(dtypes)),
+            "crop_px": crop_px, "wire_dtype": ",".join(sorted(set(dtypes))),
+            "render_task_mb_max": {k: max(m[k] for m in memory) for k in memory[0]},
+            "actor_mb_max": {k: max(m[k] for m in actor_memory) for k in actor_memory[0]},
             "MB_per_s_each_way": round(rate * 3 * crop_px ** 2 / 1e6, 1), "requests_in_flight": in_flight,
             "run_crops": run_crops, "sleep_per_batch_s": per_batch, "sleep_per_crop_s": per_crop,
             "batch_crops": batch_crops, "load_avg": os.getloadavg()[0], "machine": machine(),

@@ -1,7 +1,9 @@
-"""The restore actor pool on the session's local Ray: dynamic batching, pipelined calls, the wire format, references
-by track id from the run's store, start-up errors. (Chunk tasks sharing the pool, actor crashes and failing chunks: test_ray_pipeline.py,
+"""The restore actor pool on the session's local Ray: dynamic batching, pipelined calls, requests to the least-loaded
+actor, the wire format, references by track id from the run's store, start-up errors. (Chunk tasks sharing the pool, actor crashes and failing chunks: test_ray_pipeline.py,
 through whole runs.)"""
 
+import functools
+import os
 import sys
 import time
 from types import SimpleNamespace
@@ -16,6 +18,7 @@ from ray import cloudpickle  # noqa: E402
 from pipeline.errors import ReelfaceError  # noqa: E402
 from pipeline.plan import Chunk  # noqa: E402
 from pipeline.restorers.base import crops_to_tensor, tensor_to_crops  # noqa: E402
+from workers.balance import LeastLoaded  # noqa: E402
 from workers.cluster import bounded_map  # noqa: E402
 from workers.restore import RestorePool, from_wire, to_wire  # noqa: E402
 
@@ -99,6 +102,56 @@ def test_a_call_is_cut_into_full_pass_requests_kept_in_flight_and_reassembled_in
         [stats] = pool.stats()
         assert stats["requests"] == 5 and stats["batches"] == 5 and stats["crops"] == 10
         assert 2 <= stats["deepest_queue"] <= 3
+    finally:
+        pool.shutdown()
+
+
+def test_least_loaded_counts_crops_and_takes_ties_in_turn():
+    counter = LeastLoaded(3)
+    assert [counter.acquire(8, first) for first in (4, 5, 6)] == [1, 2, 0]  # an idle pool: in turn from `first`
+    counter.release(2, 8)
+    assert counter.acquire(2, 0) == 2  # the one that answered, whatever the turn
+    assert counter.acquire(8, 2) == 2  # 2 crops outstanding there, 8 on the others
+    assert counter.loads() == [8, 8, 10]
+    counter.release(0, 8)
+    counter.release(0, 8)  # a release after a restart of the counter: never below zero
+    assert counter.loads() == [0, 8, 10] and counter.acquire(1, 1) == 0
+
+
+class OneSlow(Invert):
+    """The first actor to build it is slow (a busier or smaller GPU), the others fast; the restorer's
+    name says which."""
+
+    def __init__(self, claim):
+        try:
+            os.close(os.open(claim, os.O_CREAT | os.O_EXCL))
+            self.name, self.pass_s = "slow", 2.0
+        except FileExistsError:
+            self.name, self.pass_s = "fast", 0.02
+
+    def restore(self, crops, refs=None):
+        time.sleep(self.pass_s)
+        return 1 - crops
+
+
+def test_requests_go_to_the_least_loaded_actor_so_a_slow_one_gets_fewer(ray_local, tmp_path):
+    """12 requests, 2 in flight, over a slow and a fast actor: round-robin would give each 6 (and wait
+    12 s on the slow one); the slow one keeps its crops outstanding for 2 s, so the others go to the
+    fast one. The rows still come back in the call's order."""
+    pool = RestorePool(functools.partial(OneSlow, tmp_path / "slow"),
+                       run_cfg(restore_actors=2, batch_crops=2, batch_wait_ms=0.0, requests_in_flight=2))
+    try:
+        names = [d["name"] for d in ray.get([a.describe.remote() for a in pool.actors])]
+        assert sorted(names) == ["fast", "slow"]
+        crops = torch.arange(24, dtype=torch.float32).div(255).view(24, 1, 1, 1).expand(24, 3, 4, 4).contiguous()
+        assert torch.equal(pool.restorer().restore(crops), 1 - crops)
+        requests = {name: stats["requests"] for name, stats in zip(names, pool.stats())}
+        assert requests["slow"] + requests["fast"] == 12
+        assert requests["slow"] <= 3, requests
+        deadline = time.monotonic() + 10  # the actors give crops back without waiting: the last may be on its way
+        while ray.get(pool.balancer.loads.remote()) != [0, 0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ray.get(pool.balancer.loads.remote()) == [0, 0]  # every request's crops given back
     finally:
         pool.shutdown()
 

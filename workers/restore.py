@@ -10,10 +10,15 @@ Multi-frame restorers (temporal_radius > 0) get one ordered run of one track per
 requests are never merged: a merged batch would put two tracks in one window.
 
 Pipelining: a chunk task's call is cut into requests of at most `run.batch_crops` crops (a full pass
-each), and up to `run.requests_in_flight` of them are outstanding at once, spread over the actors, so
-an actor has the next pass queued while it runs one (a task that waited for each request left its
-actor idle between them: 0.19 of the ideal at one actor). Backpressure: a chunk task holds at most
-that many requests in flight and `run.max_inflight` chunks run, whatever the video's length.
+each), and up to `run.requests_in_flight` of them are outstanding at once, so an actor has the next
+pass queued while it runs one (a task that waited for each request left its actor idle between them:
+0.19 of the ideal at one actor). Each request goes to the actor with the fewest crops outstanding over
+all chunk tasks (`balance.LeastLoaded`). Backpressure: a chunk task holds at most that many requests in
+flight and `run.max_inflight` chunks run, whatever the video's length.
+
+Memory: crops stay in their wire form (uint8/uint16) until they are needed as floats: a chunk task
+converts one request at a time and writes the answers into one output tensor, an actor converts the
+requests of a pass straight into the pass's batch (queued requests cost their wire bytes, not float32).
 
 Faults: an actor that dies (a crashed CUDA context, a killed process) is restarted by Ray
 (`max_restarts`) and its unfinished requests are sent again (`max_task_retries`); restorers are
@@ -37,6 +42,7 @@ import torch
 from pipeline.errors import ReelfaceError
 from pipeline.restorers.base import GRID, restorer_output
 
+from .balance import LeastLoaded
 from .cluster import RESTORE_RESOURCE, restore_actor_count, root_cause
 
 RestorerFactory = Callable[[], Any]
@@ -55,33 +61,46 @@ class RefKeys:
 LEVEL = GRID // 255  # grid steps in one 8-bit level
 
 
-def to_wire(crops: Any) -> np.ndarray:
+def to_wire(crops: Any, keep: Callable[[Any], Any] | None = None) -> np.ndarray:
     """Crops (B, 3, H, W) in [0, 1] -> what crosses Ray, the smallest exact form: uint8 when they are whole
     8-bit levels (8-bit crops cut on the pixel grid), uint16 when they are on the face path's grid
     (crops_to_tensor's and restorer_output's: every crop cut from a frame, every answer), float32 for
-    anything else. numpy arrays are read from the object store without a copy."""
-    crops = crops.detach().float().cpu()
-    levels = crops.mul(GRID).round_()
-    lowest, highest = torch.aminmax(levels)
-    if lowest < 0 or highest > GRID or not torch.equal(levels.div(GRID), crops):
-        return crops.numpy()
-    levels = levels.to(torch.int32)
-    if bool((levels % LEVEL == 0).all()):  # whole 8-bit levels
-        return levels.div_(LEVEL, rounding_mode="floor").to(torch.uint8).numpy()
-    return levels.numpy().astype(np.uint16)
+    anything else. numpy arrays are read from the object store without a copy.
+
+    `keep(crop)` is applied to each crop first (the actor's answers: restorer_output). One crop at a
+    time, so the float temporaries are one crop's (3 MB at 512 px), not the request's: a process keeps
+    its largest temporaries in its heap for good (glibc), and 16 actors and 16 render tasks share a node."""
+    keep = keep or (lambda crop: crop)
+    levels = np.empty(crops.shape, np.uint16)
+    whole_levels = True
+    for k in range(len(crops)):
+        crop = keep(crops[k:k + 1]).detach().float().cpu()
+        scaled = crop.mul(GRID).round_()
+        lowest, highest = torch.aminmax(scaled)
+        if lowest < 0 or highest > GRID or not torch.equal(scaled.div(GRID), crop):
+            return torch.cat([keep(crops[j:j + 1]).detach().float().cpu() for j in range(len(crops))]).numpy()
+        levels[k] = scaled.numpy()  # integers up to 65535: exact in uint16
+        whole_levels = whole_levels and not bool(scaled.remainder_(LEVEL).any())
+    if whole_levels:
+        return np.floor_divide(levels, LEVEL, out=levels).astype(np.uint8)
+    return levels
 
 
-def from_wire(crops: np.ndarray) -> Any:
-    """to_wire's array -> float tensor in [0, 1] (a copy: the object store's arrays are read-only)."""
+def from_wire(crops: np.ndarray, out: Any = None) -> Any:
+    """to_wire's array -> float tensor in [0, 1], written into `out` (a contiguous float32 tensor of its
+    shape) when given; a copy either way: the object store's arrays are read-only."""
+    out = torch.empty(crops.shape, dtype=torch.float32) if out is None else out
     if crops.dtype in (np.uint8, np.uint16):
         top = 255.0 if crops.dtype == np.uint8 else float(GRID)
-        return torch.from_numpy(np.divide(crops, top, dtype=np.float32))
-    return torch.from_numpy(np.array(crops, np.float32))
+        np.divide(crops, top, out=out.numpy(), dtype=np.float32)
+    else:
+        out.numpy()[...] = crops
+    return out
 
 
 @dataclass
 class _Request:
-    crops: Any  # float Tensor[B, 3, 512, 512]
+    crops: np.ndarray  # to_wire's form, (B, 3, H, W)
     refs: list | None
     done: asyncio.Future
 
@@ -89,7 +108,9 @@ class _Request:
 class RestoreActor:
     """One restorer behind an asyncio queue; model passes run on one thread so requests keep queueing."""
 
-    def __init__(self, make_restorer: RestorerFactory, batch_crops: int, batch_wait_s: float):
+    def __init__(self, make_restorer: RestorerFactory, batch_crops: int, batch_wait_s: float, balancer: Any,
+                 index: int):
+        self.balancer, self.index = balancer, index  # the pool's LeastLoaded, and this actor's place in it
         try:
             self.restorer = make_restorer()
         except Exception as exc:
@@ -124,13 +145,17 @@ class RestoreActor:
         if isinstance(refs, RefKeys):
             store = self.stores.setdefault(refs.store.folder, refs.store)
             refs = [store.get(key) for key in refs.keys]
-        request = _Request(from_wire(crops), refs, asyncio.get_running_loop().create_future())
+        request = _Request(crops, refs, asyncio.get_running_loop().create_future())
         self.pending.append(request)
         self.counts["requests"] += 1
         self.wakeup.set()
+        try:
+            restored = await request.done
+        finally:  # the pass is over: this actor is free for more (before the answer's conversion)
+            self.balancer.release.remote(self.index, len(crops))
         # converted here, per caller, while the model thread already runs the next pass; only what the
         # face path keeps of an answer (restorer_output) travels, so it fits the uint16 grid
-        return to_wire(restorer_output(await request.done))
+        return to_wire(restored, keep=restorer_output)
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -169,27 +194,32 @@ class RestoreActor:
         return batch
 
     def _run(self, batch: list[_Request]) -> list[Any]:
-        crops = batch[0].crops if len(batch) == 1 else torch.cat([r.crops for r in batch])
+        bounds = list(itertools.accumulate(len(r.crops) for r in batch))
+        spans = list(zip([0, *bounds[:-1]], bounds))
+        crops = torch.empty((bounds[-1], *batch[0].crops.shape[1:]), dtype=torch.float32)
+        for request, (a, b) in zip(batch, spans):
+            from_wire(request.crops, out=crops[a:b])
         refs = None if batch[0].refs is None else [ref for r in batch for ref in r.refs]
         # on the CPU: the chunk task that gets these rows back may run on a node without a GPU
         restored = self.restorer.restore(crops, refs).cpu()
         self.counts["batches"] += 1
         self.counts["crops"] += len(crops)
-        bounds = list(itertools.accumulate(len(r.crops) for r in batch))
-        return [restored[a:b] for a, b in zip([0, *bounds[:-1]], bounds)]
+        return [restored[a:b] for a, b in spans]
 
 
 class PoolRestorer:
     """The Restorer protocol over the actor pool, for `restore_frames` inside a chunk task.
 
     A call is cut into requests of at most `request_crops`; up to `in_flight` of them are outstanding
-    at once (the next one sent as soon as any answers), round-robin over the actors from a different
-    actor per chunk, so concurrent chunk tasks spread out and share batches on each actor. A temporal
+    at once (the next one sent as soon as any answers), each to the least-loaded actor of the pool, ties
+    taken in turn from a different actor per chunk, so concurrent chunk tasks spread out. A temporal
     restorer's call is one window of one track: it goes whole.
     """
 
-    def __init__(self, actors: list, name: str, temporal_radius: int, request_crops: int, in_flight: int):
+    def __init__(self, actors: list, balancer: Any, name: str, temporal_radius: int, request_crops: int,
+                 in_flight: int):
         self.actors = actors
+        self.balancer = balancer
         self.name = name
         self.temporal_radius = temporal_radius
         self.request_crops = max(1, request_crops)
@@ -204,8 +234,8 @@ class PoolRestorer:
         return self.request_crops * self.in_flight
 
     def bind(self, chunk_index: int, refs: Any) -> None:
-        """In the chunk task: start the round-robin at this chunk's actor, and keep the run's reference
-        store, to send track ids instead of reference crops."""
+        """In the chunk task: break ties between idle actors from this chunk's actor on, and keep the run's
+        reference store, to send track ids instead of reference crops."""
         self._turn = chunk_index
         self._store = refs if hasattr(refs, "key_of") else None
 
@@ -214,34 +244,34 @@ class PoolRestorer:
             keys = [self._store.key_of(r) for r in refs]
             if None not in keys:
                 refs = RefKeys(self._store, keys)
-        wire = to_wire(crops)
-        step = len(wire) if self.temporal_radius else self.request_crops
-        pieces = [(lo, min(lo + step, len(wire))) for lo in range(0, len(wire), step)]
-        answers: list[Any] = [None] * len(pieces)
-        pending: dict[Any, int] = {}
-        for k, (lo, hi) in enumerate(pieces):
+        step = len(crops) if self.temporal_radius else self.request_crops
+        restored = torch.empty(crops.shape, dtype=torch.float32)
+        pending: dict[Any, slice] = {}
+        for lo in range(0, len(crops), step):
+            rows = slice(lo, min(lo + step, len(crops)))
             if len(pending) == self.in_flight:
-                self._collect(pending, answers)
-            actor = self.actors[self._turn % len(self.actors)]
+                self._collect(pending, restored)
+            wire = to_wire(crops[rows])
+            actor = ray.get(self.balancer.acquire.remote(len(wire), self._turn))
             self._turn += 1
-            pending[actor.restore.remote(wire[lo:hi], _rows(refs, lo, hi))] = k
+            pending[self.actors[actor].restore.remote(wire, _rows(refs, rows))] = rows
         while pending:
-            self._collect(pending, answers)
-        return answers[0] if len(answers) == 1 else torch.cat(answers)
+            self._collect(pending, restored)
+        return restored
 
     @staticmethod
-    def _collect(pending: dict, answers: list) -> None:
+    def _collect(pending: dict, restored: Any) -> None:
         [ready], _ = ray.wait(list(pending), num_returns=1)
-        answers[pending.pop(ready)] = from_wire(ray.get(ready))
+        from_wire(ray.get(ready), out=restored[pending.pop(ready)])
 
 
-def _rows(refs: list | RefKeys | None, lo: int, hi: int) -> list | RefKeys | None:
-    """The references of crops lo..hi of a call."""
+def _rows(refs: list | RefKeys | None, rows: slice) -> list | RefKeys | None:
+    """The references of some crops of a call."""
     if refs is None:
         return None
     if isinstance(refs, RefKeys):
-        return RefKeys(refs.store, refs.keys[lo:hi])
-    return refs[lo:hi]
+        return RefKeys(refs.store, refs.keys[rows])
+    return refs[rows]
 
 
 class RestorePool:
@@ -266,8 +296,11 @@ class RestorePool:
             max_task_retries=run_cfg.retries,
             max_concurrency=1000,  # async actor: concurrent requests are what it batches
         )
-        self.actors = [actor_class.remote(make_restorer, run_cfg.batch_crops, run_cfg.batch_wait_ms / 1000)
-                       for _ in range(count)]
+        # the counter every chunk task asks which actor to send to; no core reserved, like the actors
+        self.balancer = ray.remote(LeastLoaded).options(num_cpus=0, max_restarts=run_cfg.retries,
+                                                        max_task_retries=run_cfg.retries).remote(count)
+        self.actors = [actor_class.remote(make_restorer, run_cfg.batch_crops, run_cfg.batch_wait_ms / 1000,
+                                          self.balancer, index) for index in range(count)]
         # waits until every actor built its restorer, so missing weights surface here, once
         try:
             described = ray.get([a.describe.remote() for a in self.actors])
@@ -282,11 +315,11 @@ class RestorePool:
         self.temporal_radius = described[0]["temporal_radius"]
 
     def restorer(self) -> PoolRestorer:
-        return PoolRestorer(self.actors, self.name, self.temporal_radius, self.request_crops, self.in_flight)
+        return PoolRestorer(self.actors, self.balancer, self.name, self.temporal_radius, self.request_crops, self.in_flight)
 
     def stats(self) -> list[dict[str, int]]:
         return ray.get([a.stats.remote() for a in self.actors])
 
     def shutdown(self) -> None:
-        for actor in self.actors:
+        for actor in [*self.actors, self.balancer]:
             ray.kill(actor, no_restart=True)
