@@ -12,10 +12,12 @@ prints the best of two wall times each and the ratio.
 per model pass plus a cost per crop; sleeping uses no core, so 16 actors stand for 16 GPUs), fed by
 Ray render tasks that go through the real request path: `process.restore_run` over runs of one track's
 512 px crops (whole 8-bit levels, so uint8 on the wire) with the pool's `PoolRestorer`, which cuts each
-call into full-pass requests kept `run.requests_in_flight` deep over the actors. Per actor count:
-crops/s, against two ideals: `ideal` = actors x the one-actor rate measured first in the same run, and
-`sleep_bound` = actors running full passes back to back (the stricter). The sleep per crop is set so
-that the host side (conversions, Ray's copies: ~25 ms of CPU a crop) fits the 2 shared cores: what is
+call into full-pass requests kept `run.requests_in_flight` deep, each sent to the least-loaded actor.
+Per actor count: crops/s, against two ideals: `ideal` = actors x the one-actor rate measured first in
+the same run, and `sleep_bound` = actors running full passes back to back (the stricter); and the
+memory of the render tasks and actors (peak RSS, and RSS now as private / shared-library / object-store
+pages: what 16 + 16 processes cost the node is their private memory). The sleep per crop is set so
+that the host side (conversions, Ray's copies: ~20-30 ms of CPU a crop) fits the 2 shared cores: what is
 measured is how the request path scales, not this machine's cores.
 """
 
@@ -114,12 +116,14 @@ def simulate(actor_counts: list[int], crops_per_task: int, run_crops: int, crop_
         of one track's crops (float 0..255 on whole 8-bit levels, as an 8-bit source's crops cut on the
         pixel grid) with the pool's PoolRestorer at its auto batch size; returns the answers' wire dtype
         and the worker's memory."""
+        began = time.process_time()  # the whole worker process: Ray's threads included
         restorer.bind(chunk, None)
         rng = np.random.default_rng(chunk)
         run = rng.integers(0, 256, (run_crops, crop_px, crop_px, 3), np.uint8)
         for lo in range(0, crops, run_crops):
             restore_run(run[:min(run_crops, crops - lo)].astype(np.float32), None, restorer, restorer.call_crops)
-        return str(to_wire(crops_to_tensor(run[:1].astype(np.float32))).dtype), worker_memory()
+        cpu_s = time.process_time() - began
+        return str(to_wire(crops_to_tensor(run[:1].astype(np.float32))).dtype), worker_memory(), cpu_s
 
     print(json.dumps({"benchmark": "scaling.host_cost", "crop_px": crop_px,
                        "cpu_ms_per_crop": round(host_cost(crop_px), 1), "load_avg": os.getloadavg()[0],
@@ -133,10 +137,14 @@ def simulate(actor_counts: list[int], crops_per_task: int, run_crops: int, crop_
         tasks = tasks_per_actor * count  # chunks in flight: run.max_inflight in configs/cluster.yaml
         ray.get([render_task.remote(restorer, k, batch_crops) for k in range(tasks)])  # warm: workers up, imports done
         warm = pool.stats()
+        actor_cpu = ray.get([a.__ray_call__.remote(lambda actor: time.process_time()) for a in pool.actors])
+        load_before = os.getloadavg()[0]
         began = time.perf_counter()
-        dtypes, memory = zip(*ray.get([render_task.remote(restorer, k, crops_per_task) for k in range(tasks)]))
+        dtypes, memory, task_cpu = zip(*ray.get([render_task.remote(restorer, k, crops_per_task) for k in range(tasks)]))
         wall = time.perf_counter() - began
         stats = pool.stats()
+        actor_cpu = [after - before for before, after in zip(actor_cpu, ray.get(
+            [a.__ray_call__.remote(lambda actor: time.process_time()) for a in pool.actors]))]
         actor_memory = ray.get([a.__ray_call__.remote(lambda actor: worker_memory()) for a in pool.actors])
         batches = sum(s["batches"] for s in stats) - sum(s["batches"] for s in warm)
         total = tasks * crops_per_task
@@ -153,11 +161,14 @@ def simulate(actor_counts: list[int], crops_per_task: int, run_crops: int, crop_
             "sleep_bound_crops_per_s": round(sleep_bound, 2), "efficiency_vs_sleep_bound": round(rate / sleep_bound, 3),
             "mean_batch": round(total / batches, 2), "deepest_queue": max(s["deepest_queue"] for s in stats),
             "crop_px": crop_px, "wire_dtype": ",".join(sorted(set(dtypes))),
+            "cpu_ms_per_crop": {"render_tasks": round(1000 * sum(task_cpu) / total, 1),
+                                "actors": round(1000 * sum(actor_cpu) / total, 1)},
             "render_task_mb_max": {k: max(m[k] for m in memory) for k in memory[0]},
             "actor_mb_max": {k: max(m[k] for m in actor_memory) for k in actor_memory[0]},
             "MB_per_s_each_way": round(rate * 3 * crop_px ** 2 / 1e6, 1), "requests_in_flight": in_flight,
             "run_crops": run_crops, "sleep_per_batch_s": per_batch, "sleep_per_crop_s": per_crop,
-            "batch_crops": batch_crops, "load_avg": os.getloadavg()[0], "machine": machine(),
+            "batch_crops": batch_crops, "load_avg_start": load_before, "load_avg": os.getloadavg()[0],
+            "machine": machine(),
         }), flush=True)
     ray.shutdown()
 
@@ -207,14 +218,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--crops-per-task", type=int, default=96, help="simulate: crops each render task restores")
     p.add_argument("--run-crops", type=int, default=16, help="simulate: crops of one track's run in a chunk")
     p.add_argument("--tasks-per-actor", type=int, default=1,
-                   help="simulate: render tasks in flight per actor (each holds ~0.5 GB: 16 actors x 2 would "
-                        "not fit beside the other work on the 24 GB test machine)")
+                   help="simulate: render tasks in flight per actor (configs/cluster.yaml keeps ~2; each task's "
+                        "private memory is ~0.3 GB here, see render_task_mb_max)")
     p.add_argument("--requests-in-flight", type=int, default=2, help="simulate: run.requests_in_flight")
     p.add_argument("--crop-px", type=int, default=512, help="simulate: crop size (512: what the pipeline sends)")
     p.add_argument("--per-batch", type=float, default=0.2, help="simulate: sleep per model pass, s")
     p.add_argument("--per-crop", type=float, default=1.0,
-                   help="simulate: sleep per crop, s (the host side costs ~25 ms of CPU a 512 px crop: 16 actors "
-                        "at 1 s a crop need ~0.4 of the 2 shared cores)")
+                   help="simulate: sleep per crop, s (the conversions cost ~20-30 ms of CPU a 512 px crop, "
+                        "scaling.host_cost: 16 actors at 1 s a crop need ~0.4 of the 2 shared cores)")
     p.add_argument("--batch-crops", type=int, default=8)
     p.add_argument("--batch-wait-ms", type=float, default=20.0)
     args = p.parse_args(argv)

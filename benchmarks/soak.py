@@ -13,7 +13,10 @@ restore stages records the largest RSS seen while it ran and the time its manife
 
 Prints per clip and stage: peak RSS of the chunks at 2, 10 and 20 minutes (or the clip's 10 %, 50 %,
 100 % for shorter clips) and their max/min ratio (target <= 1.2), the mean manifest write time of
-the first and last tenth of the chunks and their ratio (flat: ~1), and the run's totals.
+the first and last tenth of the chunks and their ratio (flat: ~1), and the run's totals. Then what the
+pre-rolls cost: a chunk that starts between keyframes is decoded from the keyframe before it (frame 0
+in a one-keyframe clip, so the pre-rolls of a whole run add up to the square of its length); each
+chunk's frames are decoded again as the render stage decodes them, and once straight through.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ sys.path.insert(0, str(REPO))
 from pipeline import synth  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.manifest import Manifest  # noqa: E402
+from pipeline.plan import Chunk  # noqa: E402
 from pipeline.run import restore  # noqa: E402
+from pipeline.video import decode, probe  # noqa: E402
 
 FACES = REPO.parent / "shared" / "data" / "faces"
 SIZE = (320, 180)
@@ -202,6 +207,8 @@ def soak(minutes: float, gop_seconds: float | None, folder: Path, chunk_seconds:
             "manifest_write_ratio_last_first": round(last_write / first_write, 2),
             "machine": f"{platform.machine()} {len(os.sched_getaffinity(0))} cores, no GPU, shared",
         }), flush=True)
+    print(json.dumps({"benchmark": "soak.preroll", "clip": label, **preroll_cost(clip, [Chunk.from_dict(c) for c in plan])}),
+          flush=True)
     print(json.dumps({"benchmark": "soak.run", "clip": label, "minutes": minutes, "frames": frames,
                       "fps": fps, "scenes": len(scenes(frames, fps, seed=1)), "appearances_generated": tracks_shown, "tracks": tracks,
                       "restore_wall_s": round(wall, 1), "clip_write_s": round(made, 1),
@@ -209,6 +216,26 @@ def soak(minutes: float, gop_seconds: float | None, folder: Path, chunk_seconds:
     shutil.rmtree(folder / f"{label}.out.mp4.work")
     for file in folder.glob(f"{label}*"):
         file.unlink()
+
+
+def preroll_cost(clip: Path, plan: list[Chunk]) -> dict:
+    """Seconds to decode every chunk's frames as the render stage does (each from the keyframe at or
+    before its first frame), and the clip once straight through: the difference is what the pre-rolls
+    cost one stage (detection decodes its chunks the same way)."""
+    info = probe(clip)
+    began = time.perf_counter()
+    for chunk in plan:
+        for _ in decode(clip, chunk.context_start, chunk.context_stop, info=info):
+            pass
+    chunks_s = time.perf_counter() - began
+    began = time.perf_counter()
+    for _ in decode(clip, 0, info=info):
+        pass
+    once_s = time.perf_counter() - began
+    rolled = sum(c.context_start - max(k for k in info.keyframes if k <= c.context_start) for c in plan)
+    return {"chunks": len(plan), "keyframes": len(info.keyframes), "frames": info.frame_count,
+            "preroll_frames": rolled, "decode_chunks_s": round(chunks_s, 2), "decode_once_s": round(once_s, 2),
+            "preroll_s": round(chunks_s - once_s, 2)}
 
 
 def main(argv: list[str] | None = None) -> None:
