@@ -21,6 +21,7 @@ import functools
 
 import cv2
 import numpy as np
+import scipy.fft
 import torch
 
 from ..crop_flow import flow_engine, flow_size
@@ -118,13 +119,18 @@ def fuse(yuv: np.ndarray, flows: PairFlows, i: int, radius: int) -> tuple[np.nda
     others = [j for j in window(i, len(yuv), radius) if j != i]
     if not others:
         return yuv[i], 1.0
-    pulled, conf = zip(*(flows.pull_small(i, j) for j in others))
-    stack = np.stack([flows.small[i], *pulled])
-    conf_arr = np.stack([np.ones(stack.shape[1:3], np.float32), *conf])
+    small = flows.flow_size
+    stack = np.empty((len(others) + 1, small, small, 3), np.float32)
+    conf_arr = np.empty((len(others) + 1, small, small), np.float32)
+    stack[0], conf_arr[0] = flows.small[i], 1.0
+    for k, j in enumerate(others, 1):
+        stack[k], conf_arr[k] = flows.pull_small(i, j)
     luma_small = stack[..., 0]
-    median = np.median(luma_small, 0)
+    median = _median(luma_small)
     blur = AGREEMENT_BLUR * flows.flow_size / flows.size
-    dist = np.stack([np.abs(_blur(y - median, blur)) for y in luma_small])
+    dist = np.empty_like(luma_small)
+    for k, y in enumerate(luma_small):
+        dist[k] = np.abs(_blur(y - median, blur))
     # noise of the blurred distance, robustly, from pixels the flow trusts; a floor keeps a clean static
     # window from rejecting every neighbour
     tau = AGREEMENT * max(1.4826 * float(np.median(dist[conf_arr > 0.5])), 0.5)
@@ -144,6 +150,16 @@ def fuse(yuv: np.ndarray, flows: PairFlows, i: int, radius: int) -> tuple[np.nda
         luma += w * flows.pull_luma(yuv[j, ..., 0], i, j)
     out[..., 0] = luma / np.maximum(sum(full), EPS)
     return out, effective
+
+
+def _median(stack: np.ndarray) -> np.ndarray:
+    """Per-pixel median over the first axis (n, H, W); partitioning each pixel's n values as one
+    contiguous row is twice as fast as np.median over the strided axis."""
+    n = len(stack)
+    rows = np.ascontiguousarray(stack.reshape(n, -1).T)
+    rows.partition((n - 1) // 2 if n % 2 else (n // 2 - 1, n // 2), axis=1)
+    mid = rows[:, n // 2] if n % 2 else 0.5 * (rows[:, n // 2 - 1] + rows[:, n // 2])
+    return mid.reshape(stack.shape[1:])
 
 
 def estimate_psf_sigma(luma: np.ndarray) -> float:
@@ -189,14 +205,14 @@ class WienerFilter:
     def __call__(self, img: np.ndarray) -> np.ndarray:
         p = self.pad
         padded = cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REFLECT101)
-        out = np.fft.irfft2(np.fft.rfft2(padded) * self.filter, s=padded.shape)
+        out = scipy.fft.irfft2(scipy.fft.rfft2(padded) * self.filter, s=padded.shape)
         return out[p:-p, p:-p].astype(np.float32)
 
 
 def _radial_power(img: np.ndarray, hann: np.ndarray, rings: np.ndarray) -> np.ndarray:
     """Power spectrum of the Hann-windowed image on the padded rfft grid, averaged over rings."""
     n = rings.shape[0]
-    power = np.abs(np.fft.rfft2((img - img.mean()) * hann, s=(n, n))) ** 2 / float((hann ** 2).sum())
+    power = np.abs(scipy.fft.rfft2((img - img.mean()) * hann, s=(n, n))) ** 2 / float((hann ** 2).sum())
     counts = np.maximum(np.bincount(rings.ravel(), minlength=SPECTRUM_BINS), 1)
     return (np.bincount(rings.ravel(), power.ravel(), SPECTRUM_BINS) / counts)[rings]
 
