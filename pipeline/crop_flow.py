@@ -1,18 +1,33 @@
-"""Dense optical flow between a track's face crops: one setting for fusion and the temporal stage.
+"""Dense optical flow between a track's face crops: one setting and one computation for fusion and the
+temporal stage.
 
 Crops are enlarged about 2x from the frame (process.crop_geometry), so flow is computed at half the crop
 size, the face's own resolution: nothing finer exists to follow. DIS's MEDIUM preset, because FAST
 stops refining at a quarter of the image's resolution: on real faces (expressions, head turns) its
 misalignment was most of the temporal change fusion added (face E_warp over the input's 2.06 on hamilton
 with FAST at 128 px, 0.60 with MEDIUM at half crop size; benchmarks/README.md, issue 10).
+
+Only neighbouring crops are matched by DIS; the flow between crops further apart is the chain of
+neighbouring flows composed: 2 matches a crop instead of 10 for fusion's 11-frame window, for the same
+quality on the real and generated clips (benchmarks/README.md, issue 10). A neighbouring pair's flow
+depends on nothing but the two crops, so it is kept in a small cache keyed by their content: the
+stabilisation stage finds what fusion computed on the same crops.
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
+import threading
+
 import cv2
+import numpy as np
 
 MAX_SIZE = 256  # px; larger faces have their flow at this size (the cost grows with its square)
 MIN_SIZE = 32
+PRESMOOTH = 0.7  # px at flow size; noise would otherwise pull the flow
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+CACHE_BYTES = 64 << 20  # neighbouring flows kept for reuse (256 px flows: 64 crops' worth, both ways)
 
 
 def flow_size(crop_size: int) -> int:
@@ -20,5 +35,78 @@ def flow_size(crop_size: int) -> int:
     return min(max(crop_size // 2, MIN_SIZE), MAX_SIZE)
 
 
-def flow_engine() -> cv2.DISOpticalFlow:
-    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+class _FlowCache:
+    """Neighbouring flows by the content of their two grey images, least recently used dropped first."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._flows: collections.OrderedDict[tuple[bytes, bytes], np.ndarray] = collections.OrderedDict()
+        self._lock = threading.Lock()  # the restorer and the finishing thread both read and fill it
+
+    def get(self, key: tuple[bytes, bytes]) -> np.ndarray | None:
+        with self._lock:
+            flow = self._flows.get(key)
+            if flow is not None:
+                self._flows.move_to_end(key)
+            return flow
+
+    def put(self, key: tuple[bytes, bytes], flow: np.ndarray) -> None:
+        flow.flags.writeable = False  # shared between callers
+        with self._lock:
+            if key in self._flows:
+                return
+            self._flows[key] = flow
+            self.bytes += flow.nbytes
+            while self.bytes > self.max_bytes:
+                self.bytes -= self._flows.popitem(last=False)[1].nbytes
+
+
+_cache = _FlowCache(CACHE_BYTES)
+
+
+class RunFlows:
+    """Flow between any two crops of one ordered run of a track, at flow size.
+
+    `crops` are RGB (H, W, 3) 0..255; `greys` their luma at flow size, lightly smoothed (float), the
+    images the flow matches; `flow(i, j)` is f with grey_i(x) ~ grey_j(x + f(x)).
+    """
+
+    def __init__(self, crops):
+        self.size = crops[0].shape[0]
+        self.flow_size = small = flow_size(self.size)
+        self.greys = [cv2.GaussianBlur(cv2.resize(np.asarray(c, np.float32) @ LUMA, (small, small), interpolation=cv2.INTER_AREA),
+                                       (0, 0), PRESMOOTH) for c in crops]
+        self._u8 = [np.clip(g, 0, 255).astype(np.uint8) for g in self.greys]
+        self._keys = [hashlib.blake2b(g.tobytes(), digest_size=16).digest() for g in self._u8]
+        grid = np.mgrid[0:small, 0:small].astype(np.float32)
+        self.grid = (grid[1], grid[0])
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self._flows: dict[tuple[int, int], np.ndarray] = {}
+
+    def flow(self, i: int, j: int) -> np.ndarray:
+        if (i, j) in self._flows:
+            return self._flows[(i, j)]
+        if abs(j - i) == 1:
+            key = (self._keys[i], self._keys[j])
+            f = _cache.get(key)
+            if f is None:
+                f = self._dis.calc(self._u8[i], self._u8[j], None)
+                _cache.put(key, f)
+        else:  # through the next crop towards j: f_ij(x) = f_ik(x) + f_kj(x + f_ik(x))
+            k = i + (1 if j > i else -1)
+            first, rest = self.flow(i, k), self.flow(k, j)
+            f = first + cv2.remap(rest, self.grid[0] + first[..., 0], self.grid[1] + first[..., 1],
+                                  cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        self._flows[(i, j)] = f
+        return f
+
+    def forget_before(self, k: int) -> None:
+        """Drop the composed flows that involve a crop before k (a caller moving along the run)."""
+        for pair in [p for p in self._flows if min(p) < k]:
+            del self._flows[pair]
+
+    def at_crop_size(self, f: np.ndarray) -> np.ndarray:
+        """A flow at flow size, scaled to the crops' own size."""
+        if self.flow_size == self.size:
+            return f
+        return cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_LINEAR) * (self.size / self.flow_size)

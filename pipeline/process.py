@@ -210,8 +210,10 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
             transforms = np.stack(run.transforms)
             size, run.zoom = crop_geometry(transforms, restorer)
             transforms = align.crop_transforms(transforms, size, run.zoom)
-            crops = np.stack([frames_by_index[i].face_crops(transforms[k:k + 1], size)[0]
-                              for k, i in enumerate(run.frame_indices)])
+            # on the restorer's grid from the start: the restorer and the stabiliser see the same numbers,
+            # so the stabiliser finds the flows fusion computed between them (crop_flow's cache)
+            crops = tensor_to_crops(crops_to_tensor(np.stack([frames_by_index[i].face_crops(transforms[k:k + 1], size)[0]
+                                                              for k, i in enumerate(run.frame_indices)])))
             track_refs = refs.get(run.track.track_id) if refs else None
             restored = restore_run(crops, track_refs, restorer, batch_size)
             if pending is not None:

@@ -19,46 +19,34 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .crop_flow import flow_engine, flow_size
+from .crop_flow import RunFlows
 
 RADIUS = 4  # frames each side
-FLOW_PRESMOOTH = 1.0  # px at flow size
 FB_TOLERANCE = 0.5  # px at flow size; forward-backward mismatch where a link's confidence is exp(-1/2)
 CHANGE_TOLERANCE = 3.0  # x the input's own noise: a moved input differing more than this is not the same point
 CHANGE_BLUR = 1.5  # px at flow size; the change test is on blurred images so noise does not count
-
-
-def _grey(crop: np.ndarray, size: int) -> np.ndarray:
-    luma = crop.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    small = cv2.resize(luma, (size, size), interpolation=cv2.INTER_AREA)
-    return cv2.GaussianBlur(small, (0, 0), FLOW_PRESMOOTH)
 
 
 class _Links:
     """Flows and confidences between consecutive input crops, at crop_flow.flow_size and upsampled to crop size."""
 
     def __init__(self, inputs: list[np.ndarray]):
-        self.size = inputs[0].shape[0]
-        small = flow_size(self.size)
-        greys = [_grey(c, small) for c in inputs]
-        dis = flow_engine()
-        grid = np.mgrid[0:small, 0:small].astype(np.float32)
-        u8 = [np.clip(g, 0, 255).astype(np.uint8) for g in greys]
+        flows = RunFlows(inputs)
+        self.size = flows.size
         full = np.mgrid[0:self.size, 0:self.size].astype(np.float32)
         self.grid = (full[1], full[0])
         # link k pulls crop k+1 onto crop k (to_next) or crop k onto crop k+1 (to_prev)
         self.to_next: list[tuple[np.ndarray, np.ndarray]] = []
         self.to_prev: list[tuple[np.ndarray, np.ndarray]] = []
         for a in range(len(inputs) - 1):
-            fwd = dis.calc(u8[a], u8[a + 1], None)  # grey_a(x) ~ grey_a+1(x + fwd)
-            bwd = dis.calc(u8[a + 1], u8[a], None)
-            self.to_next.append(self._link(fwd, bwd, greys[a + 1], greys[a], grid, small))
-            self.to_prev.append(self._link(bwd, fwd, greys[a], greys[a + 1], grid, small))
+            fwd, bwd = flows.flow(a, a + 1), flows.flow(a + 1, a)  # grey_a(x) ~ grey_a+1(x + fwd)
+            self.to_next.append(self._link(fwd, bwd, flows.greys[a + 1], flows.greys[a], flows))
+            self.to_prev.append(self._link(bwd, fwd, flows.greys[a], flows.greys[a + 1], flows))
 
-    def _link(self, flow, back, src, dst, grid, small) -> tuple[np.ndarray, np.ndarray]:
+    def _link(self, flow, back, src, dst, flows: RunFlows) -> tuple[np.ndarray, np.ndarray]:
         """(flow at crop size, confidence) of pulling `src` onto `dst`; each link is computed from its own
         two crops only, so a crop's result never depends on how long its run is."""
-        mx, my = grid[1] + flow[..., 0], grid[0] + flow[..., 1]
+        mx, my = flows.grid[0] + flow[..., 0], flows.grid[1] + flow[..., 1]
         change = np.abs(cv2.GaussianBlur(cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
                                          - dst, (0, 0), CHANGE_BLUR))
         # the pair's own noise (the typical change) sets the scale of "the same point"
@@ -66,10 +54,9 @@ class _Links:
         back_at = cv2.remap(back, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         mismatch = ((flow + back_at) ** 2).sum(-1)
         confidence = np.exp(-0.5 * mismatch / FB_TOLERANCE ** 2) * np.exp(-0.5 * (change / tolerance) ** 2)
-        if small != self.size:
-            flow = cv2.resize(flow, (self.size, self.size), interpolation=cv2.INTER_LINEAR) * (self.size / small)
+        if flows.flow_size != self.size:
             confidence = cv2.resize(confidence, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
-        return flow, confidence.astype(np.float32)
+        return flows.at_crop_size(flow), confidence.astype(np.float32)
 
     def pull(self, image: np.ndarray, link: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, tuple]:
         """`image` moved along the link, the link's confidence, and the maps (to move weights the same way)."""

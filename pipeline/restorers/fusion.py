@@ -24,14 +24,17 @@ import numpy as np
 import scipy.fft
 import torch
 
-from ..crop_flow import flow_engine, flow_size
+from ..crop_flow import RunFlows
 from .base import TrackRefs, check_crops, tensor_to_crops
 
 TEMPORAL_RADIUS = 5  # 11 frames per window
-FLOW_PRESMOOTH = 0.7  # px at flow size; noise would otherwise pull the flow
 FB_TOLERANCE = 1.0  # px at flow size; forward-backward mismatch at which a neighbour's weight is exp(-1/2)
 AGREEMENT = 3.0  # a neighbour's weight is exp(-d^2 / 2 (AGREEMENT * noise)^2), d its blurred distance to the median
 AGREEMENT_BLUR = 1.0  # px; distance measured on lightly blurred images so the noise itself does not count
+# px at flow size: across an edge, a neighbour's distance grows with the edge's slope times what the flow
+# and the sampling leave misaligned, which is not disagreement (on aliased clips it rejected the very
+# neighbours that average the aliasing out)
+EDGE_SLACK = 0.5
 # Blur estimate: edge gradients before/after a known re-blur (Zhuo & Sim 2011). On sharp ground truth
 # the estimator reads 1.3-1.7 px at our crop scale (the image's own edge width), so that much is not blur
 # to undo; SHRINK keeps the estimate on the safe side (too wide a PSF rings). Compression and plain noise
@@ -49,16 +52,25 @@ SPECTRUM_BINS = 48  # radial frequency bins of a crop's power spectra
 EPS = 1e-6
 
 
+# luma and two colour differences: linear and exactly invertible (rows applied to RGB by cv2.transform)
+_YUV = np.array([[0.299, 0.587, 0.114], [-0.299, -0.587, 0.886], [0.701, -0.587, -0.114]], np.float32)
+_RGB = np.linalg.inv(_YUV.astype(np.float64)).astype(np.float32)
+
+
 def _to_yuv(rgb: np.ndarray) -> np.ndarray:
-    """float RGB (..., 3) -> luma and two colour differences (exactly invertible, linear)."""
-    y = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
-    return np.stack([y, rgb[..., 2] - y, rgb[..., 0] - y], -1)
+    """float RGB (N, H, W, 3) -> luma and its two colour differences per pixel, (N, H, W, 3)."""
+    return _transform(rgb, _YUV)
 
 
 def _to_rgb(yuv: np.ndarray) -> np.ndarray:
-    y, u, v = yuv[..., 0], yuv[..., 1], yuv[..., 2]
-    r, b = v + y, u + y
-    return np.stack([r, (y - 0.299 * r - 0.114 * b) / 0.587, b], -1)
+    return _transform(yuv, _RGB)
+
+
+def _transform(images: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    out = np.empty(images.shape, np.float32)
+    for k, image in enumerate(images):
+        cv2.transform(image, matrix, dst=out[k])
+    return out
 
 
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -66,44 +78,33 @@ def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
 
 
 class PairFlows:
-    """Dense flow between any two crops of a run, each directed pair computed once, at half the crop size
-    (about the frame's own resolution), where the weights are decided too: only the luma that is
-    averaged is pulled at full size."""
+    """Crops of a run pulled onto each other along crop_flow.RunFlows, at flow size (about the frame's
+    own resolution), where the weights are decided too: only the luma that is averaged is pulled at full
+    size."""
 
-    def __init__(self, yuv: np.ndarray):
-        size = yuv.shape[1]
-        self.size = size
-        self.flow_size = small = flow_size(size)
-        self.dis = flow_engine()
-        self.small = [cv2.resize(c, (small, small), interpolation=cv2.INTER_AREA) for c in yuv]  # yuv
-        self.greys = [np.clip(_blur(c[..., 0], FLOW_PRESMOOTH), 0, 255).astype(np.uint8) for c in self.small]
-        grid = np.mgrid[0:size, 0:size].astype(np.float32)
+    def __init__(self, crops: np.ndarray, yuv: np.ndarray):
+        self.flows = RunFlows(crops)
+        self.size, self.flow_size = self.flows.size, self.flows.flow_size
+        small = self.flow_size
+        self.small = [cv2.resize(c, (small, small), interpolation=cv2.INTER_AREA) for c in yuv]
+        self.lumas = [np.ascontiguousarray(c[..., 0]) for c in yuv]
+        grid = np.mgrid[0:self.size, 0:self.size].astype(np.float32)
         self.grid = (grid[1], grid[0])
-        grid = np.mgrid[0:small, 0:small].astype(np.float32)
-        self.grid_small = (grid[1], grid[0])
-        self._flows: dict[tuple[int, int], np.ndarray] = {}
-
-    def flow(self, i: int, j: int) -> np.ndarray:
-        """Flow f at flow size with crop_i(x) ~ crop_j(x + f)."""
-        if (i, j) not in self._flows:
-            self._flows[(i, j)] = self.dis.calc(self.greys[i], self.greys[j], None)
-        return self._flows[(i, j)]
 
     def pull_small(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Crop j at flow size (yuv) warped onto crop i, and the forward-backward confidence (0..1)."""
-        f = self.flow(i, j)
-        mx, my = self.grid_small[0] + f[..., 0], self.grid_small[1] + f[..., 1]
+        f = self.flows.flow(i, j)
+        grid = self.flows.grid
+        mx, my = grid[0] + f[..., 0], grid[1] + f[..., 1]
         pulled = cv2.remap(self.small[j], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        back = cv2.remap(self.flow(j, i), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        back = cv2.remap(self.flows.flow(j, i), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         mismatch = ((f + back) ** 2).sum(-1)
         return pulled, np.exp(-0.5 * mismatch / FB_TOLERANCE ** 2)
 
-    def pull_luma(self, luma: np.ndarray, i: int, j: int) -> np.ndarray:
+    def pull_luma(self, i: int, j: int) -> np.ndarray:
         """Crop j's full-size luma warped onto crop i."""
-        f = self.flow(i, j)
-        if self.flow_size != self.size:
-            f = cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_LINEAR) * (self.size / self.flow_size)
-        return cv2.remap(luma, self.grid[0] + f[..., 0], self.grid[1] + f[..., 1], cv2.INTER_CUBIC,
+        f = self.flows.at_crop_size(self.flows.flow(i, j))
+        return cv2.remap(self.lumas[j], self.grid[0] + f[..., 0], self.grid[1] + f[..., 1], cv2.INTER_CUBIC,
                          borderMode=cv2.BORDER_REPLICATE)
 
 
@@ -131,9 +132,12 @@ def fuse(yuv: np.ndarray, flows: PairFlows, i: int, radius: int) -> tuple[np.nda
     dist = np.empty_like(luma_small)
     for k, y in enumerate(luma_small):
         dist[k] = np.abs(_blur(y - median, blur))
-    # noise of the blurred distance, robustly, from pixels the flow trusts; a floor keeps a clean static
-    # window from rejecting every neighbour
-    tau = AGREEMENT * max(1.4826 * float(np.median(dist[conf_arr > 0.5])), 0.5)
+    # noise of the blurred distance, robustly, from pixels the flow trusts (every other pixel each way
+    # is plenty for a median); a floor keeps a clean static window from rejecting every neighbour
+    noise = max(1.4826 * float(np.median(dist[:, ::2, ::2][conf_arr[:, ::2, ::2] > 0.5])), 0.5)
+    smooth = _blur(median, blur)
+    slope = np.hypot(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1)) / 8.0  # levels a px
+    tau = AGREEMENT * np.sqrt(noise ** 2 + (EDGE_SLACK * slope) ** 2)
     weights = conf_arr * np.exp(-0.5 * (dist / tau) ** 2)
     weights[0] = 1.0  # the crop itself always counts fully
     wsum = weights.sum(0)
@@ -143,12 +147,14 @@ def fuse(yuv: np.ndarray, flows: PairFlows, i: int, radius: int) -> tuple[np.nda
     # colour has little fine detail (video stores it at half size too): fused small, upsampled
     out = np.empty_like(yuv[i])
     out[..., 1:] = cv2.resize(chroma, (size, size), interpolation=cv2.INTER_LINEAR) if size != flows.flow_size else chroma
-    full = [cv2.resize(w, (size, size), interpolation=cv2.INTER_LINEAR) if size != flows.flow_size else w
-            for w in weights]
-    luma = full[0] * yuv[i, ..., 0]
-    for w, j in zip(full[1:], others):
-        luma += w * flows.pull_luma(yuv[j, ..., 0], i, j)
-    out[..., 0] = luma / np.maximum(sum(full), EPS)
+    luma, total = np.zeros((size, size), np.float32), np.zeros((size, size), np.float32)
+    for w, j in zip(weights, [i, *others]):
+        if size != flows.flow_size:
+            w = cv2.resize(w, (size, size), interpolation=cv2.INTER_LINEAR)
+        pulled = flows.lumas[i] if j == i else flows.pull_luma(i, j)
+        luma += cv2.multiply(w, pulled)
+        total += w
+    out[..., 0] = luma / np.maximum(total, EPS)
     return out, effective
 
 
@@ -178,16 +184,18 @@ def estimate_psf_sigma(luma: np.ndarray) -> float:
 
 
 @functools.lru_cache(maxsize=8)
-def _spectral_grid(size: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """For crops of `size`: the reflect padding, the radial frequency of each rfft bin of the padded
-    image, its ring index, and the Hann window (the same for every crop of a run: computed once)."""
+def _spectral_grid(size: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For crops of `size`: the reflect padding, the squared radial frequency of each rfft bin of the
+    padded image, its ring index and the number of bins in each ring, and the Hann window (the same for
+    every crop of a run: computed once)."""
     pad = size // 4
     n = size + 2 * pad
     fy, fx = np.fft.fftfreq(n)[:, None], np.fft.rfftfreq(n)[None, :]
-    radius = np.sqrt(fx ** 2 + fy ** 2)
-    rings = np.minimum((radius / radius.max() * SPECTRUM_BINS).astype(int), SPECTRUM_BINS - 1)
+    radius2 = fx ** 2 + fy ** 2
+    rings = np.minimum((np.sqrt(radius2 / radius2.max()) * SPECTRUM_BINS).astype(np.intp), SPECTRUM_BINS - 1).ravel()
+    counts = np.maximum(np.bincount(rings, minlength=SPECTRUM_BINS), 1)
     hann = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
-    return pad, radius, rings, hann
+    return pad, radius2.astype(np.float32), rings, counts, hann
 
 
 class WienerFilter:
@@ -195,11 +203,13 @@ class WienerFilter:
     spectra (radially averaged), so frequencies the noise dominates are not amplified."""
 
     def __init__(self, fused: np.ndarray, noise: np.ndarray, sigma: float):
-        self.pad, radius, rings, hann = _spectral_grid(fused.shape[0])
-        signal, noise_power = (_radial_power(img, hann, rings) for img in (fused, noise))
+        self.pad, radius2, rings, counts, hann = _spectral_grid(fused.shape[0])
+        signal, noise_power = (_radial_power(img, hann, rings, counts) for img in (fused, noise))
         clean = np.maximum(signal - noise_power, EPS)
-        otf = np.exp(-2 * np.pi ** 2 * sigma ** 2 * radius ** 2)
-        self.filter = np.minimum(clean / (clean + noise_power) / otf, MAX_GAIN).astype(np.float32)
+        wiener = (clean / (clean + noise_power)).astype(np.float32)  # per ring
+        # 1 / the Gaussian's transfer function; capped where it would overflow (the gain is capped anyway)
+        inverse_otf = np.exp(np.minimum(np.float32(2 * np.pi ** 2 * sigma ** 2) * radius2, 80.0))
+        self.filter = np.minimum(wiener[rings].reshape(radius2.shape) * inverse_otf, MAX_GAIN)
         self.filter[0, 0] = 1.0
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
@@ -209,12 +219,12 @@ class WienerFilter:
         return out[p:-p, p:-p].astype(np.float32)
 
 
-def _radial_power(img: np.ndarray, hann: np.ndarray, rings: np.ndarray) -> np.ndarray:
-    """Power spectrum of the Hann-windowed image on the padded rfft grid, averaged over rings."""
-    n = rings.shape[0]
-    power = np.abs(scipy.fft.rfft2((img - img.mean()) * hann, s=(n, n))) ** 2 / float((hann ** 2).sum())
-    counts = np.maximum(np.bincount(rings.ravel(), minlength=SPECTRUM_BINS), 1)
-    return (np.bincount(rings.ravel(), power.ravel(), SPECTRUM_BINS) / counts)[rings]
+def _radial_power(img: np.ndarray, hann: np.ndarray, rings: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Power spectrum of the Hann-windowed image on the padded rfft grid, averaged over each ring."""
+    n = hann.shape[0] + 2 * (hann.shape[0] // 4)
+    spectrum = scipy.fft.rfft2((img - img.mean()) * hann, s=(n, n))
+    power = np.square(spectrum.real) + np.square(spectrum.imag)
+    return np.bincount(rings, power.ravel(), SPECTRUM_BINS) / counts / float(np.square(hann).sum())
 
 
 def restore_run(images: np.ndarray, radius: int = TEMPORAL_RADIUS) -> np.ndarray:
@@ -223,10 +233,12 @@ def restore_run(images: np.ndarray, radius: int = TEMPORAL_RADIUS) -> np.ndarray
     Each crop's Wiener filter is estimated from that crop's own window (its fused luma and what fusion
     removed from it), so a crop's result depends only on its window, never on where a call began.
     """
-    yuv = _to_yuv(images.astype(np.float32))
-    flows = PairFlows(yuv)
+    images = images.astype(np.float32)
+    yuv = _to_yuv(images)
+    flows = PairFlows(images, yuv)
     out = np.empty_like(yuv)
     for i in range(len(yuv)):
+        flows.flows.forget_before(window(i, len(yuv), radius).start)
         fused, averaged = fuse(yuv, flows, i, radius)
         if averaged > 1.0:
             luma = fused[..., 0]
@@ -234,7 +246,8 @@ def restore_run(images: np.ndarray, radius: int = TEMPORAL_RADIUS) -> np.ndarray
             noise = (yuv[i, ..., 0] - luma) / np.sqrt(averaged)
             fused[..., 0] = WienerFilter(luma, noise, estimate_psf_sigma(luma))(luma)
         out[i] = fused
-    return np.clip(_to_rgb(out), 0, 255)
+    rgb = _to_rgb(out)
+    return np.clip(rgb, 0, 255, out=rgb)
 
 
 class FusionRestorer:
