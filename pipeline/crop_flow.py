@@ -26,7 +26,7 @@ import numpy as np
 MAX_SIZE = 256  # px; larger faces have their flow at this size (the cost grows with its square)
 MIN_SIZE = 32
 PRESMOOTH = 0.7  # px at flow size; noise would otherwise pull the flow
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+LUMA = np.array([[0.299, 0.587, 0.114]], np.float32)
 CACHE_BYTES = 64 << 20  # neighbouring flows kept for reuse (256 px flows: 64 crops' worth, both ways)
 
 
@@ -74,8 +74,8 @@ class RunFlows:
     def __init__(self, crops):
         self.size = crops[0].shape[0]
         self.flow_size = small = flow_size(self.size)
-        self.greys = [cv2.GaussianBlur(cv2.resize(np.asarray(c, np.float32) @ LUMA, (small, small), interpolation=cv2.INTER_AREA),
-                                       (0, 0), PRESMOOTH) for c in crops]
+        self.greys = [cv2.GaussianBlur(cv2.resize(cv2.transform(np.asarray(c, np.float32), LUMA), (small, small),
+                                                  interpolation=cv2.INTER_AREA), (0, 0), PRESMOOTH) for c in crops]
         self._u8 = [np.clip(g, 0, 255).astype(np.uint8) for g in self.greys]
         self._keys = [hashlib.blake2b(g.tobytes(), digest_size=16).digest() for g in self._u8]
         grid = np.mgrid[0:small, 0:small].astype(np.float32)
