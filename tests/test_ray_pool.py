@@ -125,7 +125,7 @@ class OneSlow(Invert):
     def __init__(self, claim):
         try:
             os.close(os.open(claim, os.O_CREAT | os.O_EXCL))
-            self.name, self.pass_s = "slow", 2.0
+            self.name, self.pass_s = "slow", 4.0
         except FileExistsError:
             self.name, self.pass_s = "fast", 0.02
 
@@ -136,8 +136,9 @@ class OneSlow(Invert):
 
 def test_requests_go_to_the_least_loaded_actor_so_a_slow_one_gets_fewer(ray_local, tmp_path):
     """12 requests, 2 in flight, over a slow and a fast actor: round-robin would give each 6 (and wait
-    12 s on the slow one); the slow one keeps its crops outstanding for 2 s, so the others go to the
-    fast one. The rows still come back in the call's order."""
+    24 s on the slow one); the slow one keeps its crops outstanding for 4 s a pass, so the others go to
+    the fast one (3 allowed: what the slow one gets while the fast one answers in up to ~1 s, a loaded
+    machine). The rows still come back in the call's order."""
     pool = RestorePool(functools.partial(OneSlow, tmp_path / "slow"),
                        run_cfg(restore_actors=2, batch_crops=2, batch_wait_ms=0.0, requests_in_flight=2))
     try:
