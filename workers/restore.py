@@ -72,6 +72,7 @@ def to_wire(crops: Any, keep: Callable[[Any], Any] | None = None) -> np.ndarray:
     its largest temporaries in its heap for good (glibc), and 16 actors and 16 render tasks share a node."""
     keep = keep or (lambda crop: crop)
     levels = np.empty(crops.shape, np.uint16)
+    whole_levels = True
     for k in range(len(crops)):
         crop = keep(crops[k:k + 1]).detach().float().cpu()
         scaled = crop.mul(GRID).round_()
@@ -79,9 +80,10 @@ def to_wire(crops: Any, keep: Callable[[Any], Any] | None = None) -> np.ndarray:
         if lowest < 0 or highest > GRID or not torch.equal(scaled.div(GRID), crop):
             return torch.cat([keep(crops[j:j + 1]).detach().float().cpu() for j in range(len(crops))]).numpy()
         levels[k] = scaled.numpy()  # integers up to 65535: exact in uint16
-    eight_bit = np.floor_divide(levels, LEVEL)  # in integers: a float remainder costs 6x as much
-    if np.array_equal(eight_bit * LEVEL, levels):  # whole 8-bit levels
-        return eight_bit.astype(np.uint8)
+        # told in integers: a float remainder costs 6x as much
+        whole_levels = whole_levels and np.array_equal(levels[k] // LEVEL * LEVEL, levels[k])
+    if whole_levels:
+        return np.floor_divide(levels, LEVEL, out=levels).astype(np.uint8)
     return levels
 
 
