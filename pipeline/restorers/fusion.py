@@ -2,11 +2,11 @@
 
 Per ordered run of one track's crops (any crop size: the caller crops each face near its own
 resolution, see process.crop_geometry):
-1. every crop's 2r nearest crops are flow-aligned to it (DIS optical flow between each pair, computed
-   once per directed pair and reused by both crops' windows);
+1. every crop's 2r nearest crops are flow-aligned to it (crop_flow.RunFlows: DIS between neighbouring
+   crops, the chain composed for the others, each flow computed once for the whole run);
 2. the aligned stack is averaged with per-pixel weights that drop where a neighbour disagrees with the
-   stack's median (occlusion, blinks) or where the flow fails its forward-backward check, so outliers
-   are rejected instead of smeared in;
+   stack's median by more than the noise and the edge's slope explain (occlusion, blinks) or where the
+   flow fails its forward-backward check, so outliers are rejected instead of smeared in;
 3. the average, now much less noisy, is Wiener-deconvolved: the Gaussian PSF's width is *estimated*
    from the run's own edges and the signal and noise spectra from its own frames, so a sharp clip gets
    only the noise the averaging left removed, and a blurred one what its blur calls for. Each crop's
