@@ -105,8 +105,14 @@ class RunFlows:
         for pair in [p for p in self._flows if min(p) < k]:
             del self._flows[pair]
 
+    def resized(self, image: np.ndarray) -> np.ndarray:
+        """An image at flow size (weights, confidences, colour), resized to the crops' own size."""
+        if self.flow_size == self.size:
+            return image
+        return cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+
     def at_crop_size(self, f: np.ndarray) -> np.ndarray:
         """A flow at flow size, scaled to the crops' own size."""
         if self.flow_size == self.size:
             return f
-        return cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_LINEAR) * (self.size / self.flow_size)
+        return self.resized(f) * (self.size / self.flow_size)

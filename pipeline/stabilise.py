@@ -54,9 +54,7 @@ class _Links:
         back_at = cv2.remap(back, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         mismatch = ((flow + back_at) ** 2).sum(-1)
         confidence = np.exp(-0.5 * mismatch / FB_TOLERANCE ** 2) * np.exp(-0.5 * (change / tolerance) ** 2)
-        if flows.flow_size != self.size:
-            confidence = cv2.resize(confidence, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
-        return flows.at_crop_size(flow), confidence.astype(np.float32)
+        return flows.at_crop_size(flow), flows.resized(confidence).astype(np.float32)
 
     def pull(self, image: np.ndarray, link: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, tuple]:
         """`image` moved along the link, the link's confidence, and the maps (to move weights the same way)."""

@@ -146,11 +146,10 @@ def fuse(yuv: np.ndarray, flows: PairFlows, i: int, radius: int) -> tuple[np.nda
     chroma = (weights[..., None] * stack[..., 1:]).sum(0) / wsum[..., None]
     # colour has little fine detail (video stores it at half size too): fused small, upsampled
     out = np.empty_like(yuv[i])
-    out[..., 1:] = cv2.resize(chroma, (size, size), interpolation=cv2.INTER_LINEAR) if size != flows.flow_size else chroma
+    out[..., 1:] = flows.flows.resized(chroma)
     luma, total = np.zeros((size, size), np.float32), np.zeros((size, size), np.float32)
     for w, j in zip(weights, [i, *others]):
-        if size != flows.flow_size:
-            w = cv2.resize(w, (size, size), interpolation=cv2.INTER_LINEAR)
+        w = flows.flows.resized(w)
         pulled = flows.lumas[i] if j == i else flows.pull_luma(i, j)
         luma += cv2.multiply(w, pulled)
         total += w
