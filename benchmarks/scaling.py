@@ -121,7 +121,7 @@ def simulate(actor_counts: list[int], crops_per_task: int, run_crops: int, crop_
         rng = np.random.default_rng(chunk)
         run = rng.integers(0, 256, (run_crops, crop_px, crop_px, 3), np.uint8)
         for lo in range(0, crops, run_crops):
-            restore_run(run[:min(run_crops, crops - lo)].astype(np.float32), None, restorer, restorer.call_crops)
+            restore_run(run[:min(run_crops, crops - lo)].astype(np.float32), None, restorer, restorer.call_crops, 1.0)
         cpu_s = time.process_time() - began
         return str(to_wire(crops_to_tensor(run[:1].astype(np.float32))).dtype), worker_memory(), cpu_s
 

@@ -206,6 +206,31 @@ def test_decoded_face_crops_cross_ray_in_half_the_bytes_and_restore_as_locally(r
         pool.shutdown()
 
 
+class AnySize:
+    """A restorer that takes crops of any size (as fusion does): it needs the crops' scale, and the face
+    path must crop and blend for it as it would locally."""
+
+    name = "any-size"
+    temporal_radius = 1
+    crop_size = None
+    keeps_colour = True
+
+    def restore(self, crops, refs=None, scale=1.0):
+        return crops / scale
+
+
+def test_pool_restorer_is_cropped_and_blended_for_as_its_restorer_and_told_the_scale(ray_local):
+    pool = RestorePool(AnySize, run_cfg())
+    try:
+        restorer = pool.restorer()
+        assert (restorer.crop_size, restorer.keeps_colour, restorer.temporal_radius) == (None, True, 1)
+        crops = crops_to_tensor(np.full((3, 96, 96, 3), 200.0))
+        assert torch.equal(restorer.restore(crops, None, scale=2.0), AnySize().restore(crops, None, scale=2.0))
+        assert not torch.equal(restorer.restore(crops, None, scale=2.0), crops)
+    finally:
+        pool.shutdown()
+
+
 def test_restorer_that_cannot_start_is_a_clear_error(ray_local):
     def missing_weights():
         raise ReelfaceError("osdface weights not found in /nowhere: run `reelface models download osdface`")

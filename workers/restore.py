@@ -40,7 +40,7 @@ import ray
 import torch
 
 from pipeline.errors import ReelfaceError
-from pipeline.restorers.base import GRID, restorer_output
+from pipeline.restorers.base import CROP_SIZE, GRID, restorer_output
 
 from .balance import LeastLoaded
 from .cluster import RESTORE_RESOURCE, restore_actor_count, root_cause
@@ -103,6 +103,7 @@ def from_wire(crops: np.ndarray, out: Any = None) -> Any:
 class _Request:
     crops: np.ndarray  # to_wire's form, (B, 3, H, W)
     refs: list | None
+    scale: float | None  # for restorers that take any crop size (restorers.base.Restorer)
     done: asyncio.Future
 
 
@@ -134,19 +135,21 @@ class RestoreActor:
     def describe(self) -> dict[str, Any]:
         if self.failed is not None:
             raise self.failed
-        return {"name": self.restorer.name, "temporal_radius": getattr(self.restorer, "temporal_radius", 0)}
+        return {"name": self.restorer.name, "temporal_radius": getattr(self.restorer, "temporal_radius", 0),
+                "crop_size": getattr(self.restorer, "crop_size", CROP_SIZE),
+                "keeps_colour": getattr(self.restorer, "keeps_colour", False)}
 
     def stats(self) -> dict[str, int]:
         return dict(self.counts)
 
-    async def restore(self, crops: Any, refs: list | RefKeys | None) -> Any:
+    async def restore(self, crops: Any, refs: list | RefKeys | None, scale: float | None = None) -> Any:
         if self.server is None:  # the event loop exists only once a call runs
             self.wakeup = asyncio.Event()
             self.server = asyncio.get_running_loop().create_task(self._serve())
         if isinstance(refs, RefKeys):
             store = self.stores.setdefault(refs.store.folder, refs.store)
             refs = [store.get(key) for key in refs.keys]
-        request = _Request(crops, refs, asyncio.get_running_loop().create_future())
+        request = _Request(crops, refs, scale, asyncio.get_running_loop().create_future())
         self.pending.append(request)
         self.counts["requests"] += 1
         self.wakeup.set()
@@ -189,7 +192,8 @@ class RestoreActor:
         batch = [self.pending.popleft()]
         size = len(batch[0].crops)
         while (self.merge and self.pending and size + len(self.pending[0].crops) <= self.batch_crops
-               and (self.pending[0].refs is None) == (batch[0].refs is None)):
+               and (self.pending[0].refs is None) == (batch[0].refs is None)
+               and self.pending[0].scale == batch[0].scale):
             size += len(self.pending[0].crops)
             batch.append(self.pending.popleft())
         return batch
@@ -202,7 +206,8 @@ class RestoreActor:
             from_wire(request.crops, out=crops[a:b])
         refs = None if batch[0].refs is None else [ref for r in batch for ref in r.refs]
         # on the CPU: the chunk task that gets these rows back may run on a node without a GPU
-        restored = self.restorer.restore(crops, refs).cpu()
+        told = {} if batch[0].scale is None else {"scale": batch[0].scale}
+        restored = self.restorer.restore(crops, refs, **told).cpu()
         self.counts["batches"] += 1
         self.counts["crops"] += len(crops)
         return [restored[a:b] for a, b in spans]
@@ -217,12 +222,13 @@ class PoolRestorer:
     restorer's call is one window of one track: it goes whole.
     """
 
-    def __init__(self, actors: list, balancer: Any, name: str, temporal_radius: int, request_crops: int,
+    def __init__(self, actors: list, balancer: Any, described: dict[str, Any], request_crops: int,
                  in_flight: int):
         self.actors = actors
         self.balancer = balancer
-        self.name = name
-        self.temporal_radius = temporal_radius
+        # the protocol's attributes are the actors' restorer's: the face path crops and blends for it
+        self.name, self.temporal_radius = described["name"], described["temporal_radius"]
+        self.crop_size, self.keeps_colour = described["crop_size"], described["keeps_colour"]
         self.request_crops = max(1, request_crops)
         self.in_flight = max(1, in_flight)
         self._turn = 0
@@ -240,7 +246,7 @@ class PoolRestorer:
         self._turn = chunk_index
         self._store = refs if hasattr(refs, "key_of") else None
 
-    def restore(self, crops: Any, refs: list | None = None) -> Any:
+    def restore(self, crops: Any, refs: list | None = None, scale: float | None = None) -> Any:
         if refs is not None and self._store is not None:
             keys = [self._store.key_of(r) for r in refs]
             if None not in keys:
@@ -255,7 +261,7 @@ class PoolRestorer:
             wire = to_wire(crops[rows])
             actor = ray.get(self.balancer.acquire.remote(len(wire), self._turn))
             self._turn += 1
-            pending[self.actors[actor].restore.remote(wire, _rows(refs, rows))] = rows
+            pending[self.actors[actor].restore.remote(wire, _rows(refs, rows), scale)] = rows
         while pending:
             self._collect(pending, restored)
         return restored
@@ -312,11 +318,10 @@ class RestorePool:
                 raise ReelfaceError(str(cause)) from exc
             raise ReelfaceError(f"the restore actors could not start their restorer: "
                                 f"{type(cause).__name__}: {cause}") from exc
-        self.name = described[0]["name"]
-        self.temporal_radius = described[0]["temporal_radius"]
+        self.described = described[0]
 
     def restorer(self) -> PoolRestorer:
-        return PoolRestorer(self.actors, self.balancer, self.name, self.temporal_radius, self.request_crops, self.in_flight)
+        return PoolRestorer(self.actors, self.balancer, self.described, self.request_crops, self.in_flight)
 
     def stats(self) -> list[dict[str, int]]:
         return ray.get([a.stats.remote() for a in self.actors])

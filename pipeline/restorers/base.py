@@ -35,7 +35,11 @@ class Restorer(Protocol):
     temporal_radius: int
 
     def restore(self, crops: torch.Tensor, refs: list[TrackRefs] | None) -> torch.Tensor:
-        """(B, 3, S, S) in [0, 1] -> the same shape in [0, 1]; same input, same output."""
+        """(B, 3, S, S) in [0, 1] -> the same shape in [0, 1]; same input, same output.
+
+        A restorer with crop_size None is also passed `scale=`: how many crop pixels one source pixel
+        became in these crops (its crops follow each face's own resolution, so their pixels mean
+        different things from face to face)."""
         ...
 
 

@@ -5,11 +5,15 @@ resolution, see process.crop_geometry):
 1. every crop's 2r nearest crops are flow-aligned to it (crop_flow.RunFlows: DIS between neighbouring
    crops, the chain composed for the others, each flow computed once for the whole run);
 2. the aligned stack is averaged with per-pixel weights that drop where a neighbour disagrees with the
-   stack's median by more than the noise and the edge's slope explain (occlusion, blinks) or where the
-   flow fails its forward-backward check, so outliers are rejected instead of smeared in;
+   crop itself by more than the noise and the edge's slope explain (occlusion, blinks) or where the
+   flow fails its forward-backward check, so outliers are rejected instead of smeared in. The crop
+   itself, not the window's median, is what a neighbour must match: a blink or a word lasting three
+   frames of the eleven is this crop's content, not an outlier (against the median it was averaged away
+   on real clips);
 3. the average, now much less noisy, is Wiener-deconvolved: the Gaussian PSF's width is *estimated*
-   from the run's own edges and the signal and noise spectra from its own frames, so a sharp clip gets
-   only the noise the averaging left removed, and a blurred one what its blur calls for. Each crop's
+   from the run's own edges, relative to how much the crop enlarged its source (the caller's `scale`),
+   and the signal and noise spectra from its own frames, so a sharp clip gets only the noise the
+   averaging left removed, and a blurred one what its blur calls for. Each crop's
    filter comes from its own window, so a result never depends on where a call began.
 
 Only this track's own pixels are used, which is why archivists can choose it.
@@ -29,23 +33,27 @@ from .base import TrackRefs, check_crops, tensor_to_crops
 
 TEMPORAL_RADIUS = 5  # 11 frames per window
 FB_TOLERANCE = 1.0  # px at flow size; forward-backward mismatch at which a neighbour's weight is exp(-1/2)
-AGREEMENT = 3.0  # a neighbour's weight is exp(-d^2 / 2 (AGREEMENT * noise)^2), d its blurred distance to the median
+AGREEMENT = 3.0  # a neighbour's weight is exp(-d^2 / 2 (AGREEMENT * noise)^2), d its blurred distance to the crop
 AGREEMENT_BLUR = 1.0  # px; distance measured on lightly blurred images so the noise itself does not count
 # px at flow size: across an edge, a neighbour's distance grows with the edge's slope times what the flow
 # and the sampling leave misaligned, which is not disagreement (on aliased clips it rejected the very
 # neighbours that average the aliasing out)
 EDGE_SLACK = 0.5
-# Blur estimate: edge gradients before/after a known re-blur (Zhuo & Sim 2011). On sharp ground truth
-# the estimator reads 1.3-1.7 px at our crop scale (the image's own edge width), so that much is not blur
-# to undo; SHRINK keeps the estimate on the safe side (too wide a PSF rings). Compression and plain noise
-# read as a little blur and undoing it loses detail, so estimates below PSF_RAMP[0] deconvolve nothing,
-# and between the two ends the PSF grows continuously to the estimate: a frame whose estimate moves a
-# little never switches deconvolution on or off (that would flicker on real footage).
+# Blur estimate: edge gradients before/after a known re-blur (Zhuo & Sim 2011), in crop pixels. A crop
+# enlarges its face `scale` times (process.crop_geometry), so a sharp source's edges read as wide as the
+# measurement's own floor and the source's edge width enlarged: on the tuning photos' sharp ground truth,
+# 1.3 crop px at scale 1.2 and 1.5-1.7 at scale 2, i.e. hypot(MEASURE_FLOOR, SOURCE_EDGE * scale). Only
+# what is wider than that is blur to undo; SHRINK keeps the estimate on the safe side (too wide a PSF
+# rings). Compression and plain noise read as a little blur and undoing it loses detail, so estimates
+# below PSF_RAMP[0] source px deconvolve nothing, and between the two ends the PSF grows continuously to
+# the estimate: a frame whose estimate moves a little never switches deconvolution on or off (that would
+# flicker on real footage).
 REBLUR_SIGMA = 1.0
 EDGE_PERCENTILE = 97.0
-INTRINSIC_EDGE = 1.7
+MEASURE_FLOOR = 1.0  # crop px
+SOURCE_EDGE = 0.75  # source px
 SHRINK = 0.85
-PSF_RAMP = (0.6, 1.2)  # px
+PSF_RAMP = (0.5, 1.0)  # source px
 MAX_PSF = 4.0  # px; never deconvolve wider than this, whatever the estimate
 MAX_GAIN = 3.0  # the deconvolution amplifies no frequency more than this
 SPECTRUM_BINS = 48  # radial frequency bins of a crop's power spectra
@@ -127,15 +135,16 @@ def fuse(yuv: np.ndarray, flows: PairFlows, i: int, radius: int) -> tuple[np.nda
     for k, j in enumerate(others, 1):
         stack[k], conf_arr[k] = flows.pull_small(i, j)
     luma_small = stack[..., 0]
-    median = _median(luma_small)
+    reference = luma_small[0]
     blur = AGREEMENT_BLUR * flows.flow_size / flows.size
     dist = np.empty_like(luma_small)
     for k, y in enumerate(luma_small):
-        dist[k] = np.abs(_blur(y - median, blur))
-    # noise of the blurred distance, robustly, from pixels the flow trusts (every other pixel each way
-    # is plenty for a median); a floor keeps a clean static window from rejecting every neighbour
-    noise = max(1.4826 * float(np.median(dist[:, ::2, ::2][conf_arr[:, ::2, ::2] > 0.5])), 0.5)
-    smooth = _blur(median, blur)
+        dist[k] = np.abs(_blur(y - reference, blur))
+    # noise of the blurred distance, robustly, from the neighbours' pixels the flow trusts (every other
+    # pixel each way is plenty for a median); a floor keeps a clean static window from rejecting every
+    # neighbour
+    noise = max(1.4826 * float(np.median(dist[1:, ::2, ::2][conf_arr[1:, ::2, ::2] > 0.5])), 0.5)
+    smooth = _blur(reference, blur)
     slope = np.hypot(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1)) / 8.0  # levels a px
     tau = AGREEMENT * np.sqrt(noise ** 2 + (EDGE_SLACK * slope) ** 2)
     weights = conf_arr * np.exp(-0.5 * (dist / tau) ** 2)
@@ -157,19 +166,9 @@ def fuse(yuv: np.ndarray, flows: PairFlows, i: int, radius: int) -> tuple[np.nda
     return out, effective
 
 
-def _median(stack: np.ndarray) -> np.ndarray:
-    """Per-pixel median over the first axis (n, H, W); partitioning each pixel's n values as one
-    contiguous row is twice as fast as np.median over the strided axis."""
-    n = len(stack)
-    rows = np.ascontiguousarray(stack.reshape(n, -1).T)
-    rows.partition((n - 1) // 2 if n % 2 else (n // 2 - 1, n // 2), axis=1)
-    mid = rows[:, n // 2] if n % 2 else 0.5 * (rows[:, n // 2 - 1] + rows[:, n // 2])
-    return mid.reshape(stack.shape[1:])
-
-
-def estimate_psf_sigma(luma: np.ndarray) -> float:
-    """Gaussian blur (px) to undo in a fused luma, from its strongest edges, beyond a sharp image's own
-    (0 for a sharp image)."""
+def estimate_psf_sigma(luma: np.ndarray, scale: float) -> float:
+    """Gaussian blur (crop px) to undo in a fused luma whose crop enlarges the source `scale` times, from
+    its strongest edges, beyond a sharp source's own (0 for a sharp image)."""
     g = _blur(luma, 0.5)
     r = _blur(g, REBLUR_SIGMA)
     m1 = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
@@ -177,8 +176,9 @@ def estimate_psf_sigma(luma: np.ndarray) -> float:
     edges = m1 > np.percentile(m1, EDGE_PERCENTILE)
     ratio = np.clip(m1[edges] / np.maximum(m2[edges], EPS), 1.01, None)
     measured = float(np.median(REBLUR_SIGMA / np.sqrt(ratio ** 2 - 1)))
-    sigma = min(SHRINK * np.sqrt(max(measured ** 2 - INTRINSIC_EDGE ** 2, 0.0)), MAX_PSF)
-    lo, hi = PSF_RAMP
+    intrinsic = np.hypot(MEASURE_FLOOR, SOURCE_EDGE * scale)
+    sigma = min(SHRINK * np.sqrt(max(measured ** 2 - intrinsic ** 2, 0.0)), MAX_PSF)
+    lo, hi = (end * scale for end in PSF_RAMP)
     return float(sigma * np.clip((sigma - lo) / (hi - lo), 0.0, 1.0))
 
 
@@ -199,15 +199,18 @@ def _spectral_grid(size: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, 
 
 class WienerFilter:
     """Wiener deconvolution of one fused crop: a Gaussian PSF and the crop's own signal and noise power
-    spectra (radially averaged), so frequencies the noise dominates are not amplified."""
+    spectra (radially averaged), so frequencies the noise dominates are not amplified. Above the source's
+    own Nyquist frequency (a crop enlarges its source `scale` times) the crop holds no detail to recover,
+    only what interpolation made: the gain stays at the Nyquist frequency's there."""
 
-    def __init__(self, fused: np.ndarray, noise: np.ndarray, sigma: float):
+    def __init__(self, fused: np.ndarray, noise: np.ndarray, sigma: float, scale: float):
         self.pad, radius2, rings, counts, hann = _spectral_grid(fused.shape[0])
         signal, noise_power = (_radial_power(img, hann, rings, counts) for img in (fused, noise))
         clean = np.maximum(signal - noise_power, EPS)
         wiener = (clean / (clean + noise_power)).astype(np.float32)  # per ring
+        source = np.minimum(radius2, np.float32(0.25 / max(scale, 1.0) ** 2))
         # 1 / the Gaussian's transfer function; capped where it would overflow (the gain is capped anyway)
-        inverse_otf = np.exp(np.minimum(np.float32(2 * np.pi ** 2 * sigma ** 2) * radius2, 80.0))
+        inverse_otf = np.exp(np.minimum(np.float32(2 * np.pi ** 2 * sigma ** 2) * source, 80.0))
         self.filter = np.minimum(wiener[rings].reshape(radius2.shape) * inverse_otf, MAX_GAIN)
         self.filter[0, 0] = 1.0
 
@@ -226,8 +229,9 @@ def _radial_power(img: np.ndarray, hann: np.ndarray, rings: np.ndarray, counts: 
     return np.bincount(rings, power.ravel(), SPECTRUM_BINS) / counts / float(np.square(hann).sum())
 
 
-def restore_run(images: np.ndarray, radius: int = TEMPORAL_RADIUS) -> np.ndarray:
-    """Fused and deconvolved RGB crops (float32 0..255) of one ordered run (N, S, S, 3).
+def restore_run(images: np.ndarray, scale: float, radius: int = TEMPORAL_RADIUS) -> np.ndarray:
+    """Fused and deconvolved RGB crops (float32 0..255) of one ordered run (N, S, S, 3) whose crops enlarge
+    their source `scale` times.
 
     Each crop's Wiener filter is estimated from that crop's own window (its fused luma and what fusion
     removed from it), so a crop's result depends only on its window, never on where a call began.
@@ -243,7 +247,7 @@ def restore_run(images: np.ndarray, radius: int = TEMPORAL_RADIUS) -> np.ndarray
             luma = fused[..., 0]
             # the noise left after averaging: what fusion removed, divided by the crops averaged
             noise = (yuv[i, ..., 0] - luma) / np.sqrt(averaged)
-            fused[..., 0] = WienerFilter(luma, noise, estimate_psf_sigma(luma))(luma)
+            fused[..., 0] = WienerFilter(luma, noise, estimate_psf_sigma(luma, scale), scale)(luma)
         out[i] = fused
     rgb = _to_rgb(out)
     return np.clip(rgb, 0, 255, out=rgb)
@@ -251,7 +255,8 @@ def restore_run(images: np.ndarray, radius: int = TEMPORAL_RADIUS) -> np.ndarray
 
 class FusionRestorer:
     """Restorer protocol; needs ordered runs of one track (temporal_radius neighbours on each side).
-    Takes crops of any size (crop_size None): each face is fused near its own resolution."""
+    Takes crops of any size (crop_size None): each face is fused near its own resolution, and `scale`
+    says how many crop pixels one source pixel became (1: the source's own pixels)."""
 
     name = "fusion"
     temporal_radius = TEMPORAL_RADIUS
@@ -261,7 +266,7 @@ class FusionRestorer:
     def __init__(self, restore_cfg=None):
         self.cfg = restore_cfg
 
-    def restore(self, crops: torch.Tensor, refs: list[TrackRefs] | None = None) -> torch.Tensor:
+    def restore(self, crops: torch.Tensor, refs: list[TrackRefs] | None = None, scale: float = 1.0) -> torch.Tensor:
         check_crops(crops, self.crop_size)
-        out = restore_run(tensor_to_crops(crops), self.temporal_radius)
+        out = restore_run(tensor_to_crops(crops), scale, self.temporal_radius)
         return torch.from_numpy(out / 255.0).permute(0, 3, 1, 2).to(crops.dtype).to(crops.device)

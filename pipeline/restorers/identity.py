@@ -16,6 +16,6 @@ class IdentityRestorer:
     def __init__(self, restore_cfg=None):
         self.cfg = restore_cfg
 
-    def restore(self, crops: torch.Tensor, refs: list[TrackRefs] | None = None) -> torch.Tensor:
+    def restore(self, crops: torch.Tensor, refs: list[TrackRefs] | None = None, scale: float = 1.0) -> torch.Tensor:
         check_crops(crops, self.crop_size)
         return crops
