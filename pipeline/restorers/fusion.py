@@ -199,18 +199,15 @@ def _spectral_grid(size: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, 
 
 class WienerFilter:
     """Wiener deconvolution of one fused crop: a Gaussian PSF and the crop's own signal and noise power
-    spectra (radially averaged), so frequencies the noise dominates are not amplified. Above the source's
-    own Nyquist frequency (a crop enlarges its source `scale` times) the crop holds no detail to recover,
-    only what interpolation made: the gain stays at the Nyquist frequency's there."""
+    spectra (radially averaged), so frequencies the noise dominates are not amplified."""
 
-    def __init__(self, fused: np.ndarray, noise: np.ndarray, sigma: float, scale: float):
+    def __init__(self, fused: np.ndarray, noise: np.ndarray, sigma: float):
         self.pad, radius2, rings, counts, hann = _spectral_grid(fused.shape[0])
         signal, noise_power = (_radial_power(img, hann, rings, counts) for img in (fused, noise))
         clean = np.maximum(signal - noise_power, EPS)
         wiener = (clean / (clean + noise_power)).astype(np.float32)  # per ring
-        source = np.minimum(radius2, np.float32(0.25 / max(scale, 1.0) ** 2))
         # 1 / the Gaussian's transfer function; capped where it would overflow (the gain is capped anyway)
-        inverse_otf = np.exp(np.minimum(np.float32(2 * np.pi ** 2 * sigma ** 2) * source, 80.0))
+        inverse_otf = np.exp(np.minimum(np.float32(2 * np.pi ** 2 * sigma ** 2) * radius2, 80.0))
         self.filter = np.minimum(wiener[rings].reshape(radius2.shape) * inverse_otf, MAX_GAIN)
         self.filter[0, 0] = 1.0
 
@@ -247,7 +244,7 @@ def restore_run(images: np.ndarray, scale: float, radius: int = TEMPORAL_RADIUS)
             luma = fused[..., 0]
             # the noise left after averaging: what fusion removed, divided by the crops averaged
             noise = (yuv[i, ..., 0] - luma) / np.sqrt(averaged)
-            fused[..., 0] = WienerFilter(luma, noise, estimate_psf_sigma(luma, scale), scale)(luma)
+            fused[..., 0] = WienerFilter(luma, noise, estimate_psf_sigma(luma, scale))(luma)
         out[i] = fused
     rgb = _to_rgb(out)
     return np.clip(rgb, 0, 255, out=rgb)
