@@ -51,10 +51,10 @@ def _run(size: int, n: int, seed: int = 0):
     return torch.from_numpy(np.clip(frames, 0, 1).astype(np.float32)).permute(0, 3, 1, 2).contiguous()
 
 
-def _ms_per_crop(restorer, crops) -> tuple[float, float]:
+def _ms_per_crop(restorer, crops, **told) -> tuple[float, float]:
     """(wall, CPU) ms per crop of one call over the whole run."""
     began, cpu = time.perf_counter(), time.process_time()
-    restorer.restore(crops, None)
+    restorer.restore(crops, None, **told)
     return (1000 * (time.perf_counter() - began) / len(crops), 1000 * (time.process_time() - cpu) / len(crops))
 
 
@@ -78,10 +78,11 @@ def main() -> None:
     for face in args.sizes:
         # a transform whose 512 crop holds a face of `face` frame pixels
         scale = FACE_TO_TEMPLATE * align.CROP_SIZE / face
-        size, _ = crop_geometry(np.array([[[scale, 0, 0], [0, scale, 0]]], np.float32), now)
+        size, zoom = crop_geometry(np.array([[[scale, 0, 0], [0, scale, 0]]], np.float32), now)
+        told = {"scale": scale * size / align.CROP_SIZE / zoom}  # crop px per frame px, as process tells it
         now_crops = _run(size, args.window)
-        now.restore(now_crops[:3], None)
-        times = [(_ms_per_crop(then, then_crops), _ms_per_crop(now, now_crops)) for _ in range(args.repeats)]
+        now.restore(now_crops[:3], None, **told)
+        times = [(_ms_per_crop(then, then_crops), _ms_per_crop(now, now_crops, **told)) for _ in range(args.repeats)]
         (then_wall, then_cpu), (now_wall, now_cpu) = (np.median([t[k] for t in times], 0) for k in (0, 1))
         print(json.dumps({"measure": "fusion_ms_per_crop", "face_px": face, "crop_px": size,
                           "now_ms": round(now_wall, 1), "then_ms_512": round(then_wall, 1),
