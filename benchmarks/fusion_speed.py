@@ -78,8 +78,10 @@ def main() -> None:
     for face in args.sizes:
         # a transform whose 512 crop holds a face of `face` frame pixels
         scale = FACE_TO_TEMPLATE * align.CROP_SIZE / face
-        size, zoom = crop_geometry(np.array([[[scale, 0, 0], [0, scale, 0]]], np.float32), now)
-        told = {"scale": scale * size / align.CROP_SIZE / zoom}  # crop px per frame px, as process tells it
+        transforms = np.array([[[scale, 0, 0], [0, scale, 0]]], np.float32)
+        size, zoom = crop_geometry(transforms, now)
+        # crop px per frame px, as process tells it
+        told = {"scale": float(align.transform_scale(align.crop_transforms(transforms, size, zoom))[0])}
         now_crops = _run(size, args.window)
         now.restore(now_crops[:3], None, **told)
         times = [(_ms_per_crop(then, then_crops), _ms_per_crop(now, now_crops, **told)) for _ in range(args.repeats)]

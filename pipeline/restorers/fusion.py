@@ -137,9 +137,9 @@ def fuse(yuv: np.ndarray, flows: PairFlows, i: int, radius: int) -> tuple[np.nda
     luma_small = stack[..., 0]
     reference = luma_small[0]
     blur = AGREEMENT_BLUR * flows.flow_size / flows.size
-    dist = np.empty_like(luma_small)
-    for k, y in enumerate(luma_small):
-        dist[k] = np.abs(_blur(y - reference, blur))
+    dist = np.zeros_like(luma_small)  # the crop's own distance is 0
+    for k in range(1, len(luma_small)):
+        dist[k] = np.abs(_blur(luma_small[k] - reference, blur))
     # noise of the blurred distance, robustly, from the neighbours' pixels the flow trusts (every other
     # pixel each way is plenty for a median); a floor keeps a clean static window from rejecting every
     # neighbour
