@@ -125,3 +125,22 @@ def test_outlier_neighbour_is_rejected():
     # and fusion still denoises there
     err = float((with_outlier[region] - torch.from_numpy(clean[center][region])).abs().mean())
     assert err < float((crops[center][region] - torch.from_numpy(clean[center][region])).abs().mean())
+
+
+def test_a_run_restored_in_parts_on_threads_is_the_run_restored_whole():
+    """Parts of a run go to OpenCV's threads, each with the windows it needs: the same numbers as one
+    part (a part that took its windows from its own ends would differ next to the cut)."""
+    from pipeline.restorers import fusion
+
+    rng = np.random.default_rng(1)
+    texture = cv2.resize(rng.uniform(0, 255, (12, 12, 3)).astype(np.float32), (64, 64))
+    run = np.stack([np.roll(texture, k, axis=1) + rng.normal(0, 6, texture.shape) for k in range(2 * fusion.PART_CROPS)])
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(1)
+        whole = fusion.restore_run(run.astype(np.float32), 1.5)
+        cv2.setNumThreads(2)
+        parts = fusion.restore_run(run.astype(np.float32), 1.5)
+    finally:
+        cv2.setNumThreads(threads)
+    assert np.array_equal(whole, parts)

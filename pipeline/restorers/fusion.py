@@ -22,6 +22,7 @@ Only this track's own pixels are used, which is why archivists can choose it.
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -58,6 +59,9 @@ MAX_PSF = 4.0  # px; never deconvolve wider than this, whatever the estimate
 MAX_GAIN = 3.0  # the deconvolution amplifies no frequency more than this
 SPECTRUM_BINS = 48  # radial frequency bins of a crop's power spectra
 EPS = 1e-6
+# crops per part of a run restored on its own thread: each part also flows and converts the 2r crops
+# around it, which are not worth it for fewer
+PART_CROPS = 24
 
 
 # luma and two colour differences: linear and exactly invertible (rows applied to RGB by cv2.transform)
@@ -122,10 +126,11 @@ def window(i: int, n: int, radius: int) -> range:
     return range(lo, min(n, lo + 2 * radius + 1))
 
 
-def fuse(yuv: np.ndarray, flows: PairFlows, i: int, radius: int) -> tuple[np.ndarray, float]:
-    """Crop i fused with its window: (yuv, effective number of crops averaged). Weights and colour are
-    decided at flow size; the luma is averaged at full size with the weights upsampled."""
-    others = [j for j in window(i, len(yuv), radius) if j != i]
+def fuse(yuv: np.ndarray, flows: PairFlows, i: int, span: range) -> tuple[np.ndarray, float]:
+    """Crop i fused with the crops of its window `span`: (yuv, effective number of crops averaged).
+    Weights and colour are decided at flow size; the luma is averaged at full size with the weights
+    upsampled."""
+    others = [j for j in span if j != i]
     if not others:
         return yuv[i], 1.0
     small = flows.flow_size
@@ -231,23 +236,39 @@ def restore_run(images: np.ndarray, scale: float, radius: int = TEMPORAL_RADIUS)
     their source `scale` times.
 
     Each crop's Wiener filter is estimated from that crop's own window (its fused luma and what fusion
-    removed from it), so a crop's result depends only on its window, never on where a call began.
+    removed from it), so a crop's result depends only on its window, never on where a call began: the
+    run is cut into consecutive parts restored side by side on OpenCV's threads (the cores this process
+    was given), each part with the windows it needs, for the same numbers as one part.
     """
     images = images.astype(np.float32)
     yuv = _to_yuv(images)
-    flows = PairFlows(images, yuv)
     out = np.empty_like(yuv)
-    for i in range(len(yuv)):
-        flows.flows.forget_before(window(i, len(yuv), radius).start)
-        fused, averaged = fuse(yuv, flows, i, radius)
+    parts = max(1, min(cv2.getNumThreads(), len(yuv) // PART_CROPS))
+    bounds = np.linspace(0, len(yuv), parts + 1).round().astype(int)
+    restore_part = functools.partial(_restore_part, images, yuv, out, scale=scale, radius=radius)
+    with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="fusion") as pool:
+        list(pool.map(restore_part, [range(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]))
+    rgb = _to_rgb(out)
+    return np.clip(rgb, 0, 255, out=rgb)
+
+
+def _restore_part(images: np.ndarray, yuv: np.ndarray, out: np.ndarray, part: range, *, scale: float,
+                  radius: int) -> None:
+    """Fill out[part] (yuv) from the crops the part's windows reach, flowed on their own."""
+    n = len(yuv)
+    first = window(part.start, n, radius).start
+    last = window(part.stop - 1, n, radius).stop
+    flows = PairFlows(images[first:last], yuv[first:last])
+    for i in part:
+        span = window(i, n, radius)
+        flows.flows.forget_before(span.start - first)
+        fused, averaged = fuse(yuv[first:last], flows, i - first, range(span.start - first, span.stop - first))
         if averaged > 1.0:
             luma = fused[..., 0]
             # the noise left after averaging: what fusion removed, divided by the crops averaged
             noise = (yuv[i, ..., 0] - luma) / np.sqrt(averaged)
             fused[..., 0] = WienerFilter(luma, noise, estimate_psf_sigma(luma, scale))(luma)
         out[i] = fused
-    rgb = _to_rgb(out)
-    return np.clip(rgb, 0, 255, out=rgb)
 
 
 class FusionRestorer:
