@@ -136,3 +136,29 @@ def test_flicker_restorer_is_deterministic_and_flickers(photo, detector):
     boxes = [tuple(int(v) for v in b) for b in clip.boxes]
     errors = metrics.warp_errors(clip.degraded, {"input": clip.degraded, "flicker": restored}, boxes)
     assert errors["flicker"]["face_e_warp"] > 2 * errors["input"]["face_e_warp"]
+
+
+def test_e_warp_of_a_steady_video_grows_with_its_sharpness(photo, detector):
+    """Why the benchmark reports the ground truth's own E_warp: the truth moves without any flicker, yet
+    with the input's flow it reads above zero, and above the same steady video blurred; so a restoration
+    may sit above a blurrier method's E_warp without flickering more."""
+    from pipeline.evaluate import make_ground_truth_clip
+
+    clip = make_ground_truth_clip(photo, n_frames=6, size=(256, 192), face_size=96, detector=detector, seed=4)
+    box = [tuple(int(v) for v in b) for b in clip.boxes]
+    softened = [cv2.GaussianBlur(f, (0, 0), 1.5) for f in clip.clean]
+    errors = metrics.warp_errors(clip.degraded, {"truth": clip.clean, "softened": softened}, box)
+    assert errors["truth"]["face_e_warp"] > 2 * errors["softened"]["face_e_warp"] > 0
+
+
+def test_the_summary_counts_e_warp_above_the_baseline_and_above_the_truth():
+    from benchmarks.quality import _summary
+
+    def row(reelface, baseline, truth):
+        method = {"face_psnr": 30.0, "identity_cosine": 0.9}
+        return {"input": {**method, "face_e_warp": 1.0}, "baseline": {**method, "face_e_warp": baseline},
+                "reelface": {**method, "face_e_warp": reelface}, "ground_truth_face_e_warp": truth}
+
+    summary = _summary([row(0.3, 0.2, 0.5), row(0.6, 0.2, 0.5), row(0.1, 0.2, 0.5)], {})
+    assert summary["face_e_warp_above_baseline"] == 2
+    assert summary["face_e_warp_above_baseline_and_ground_truth"] == 1
