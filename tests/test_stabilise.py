@@ -4,7 +4,7 @@ and occlusions are kept, and nothing changes at strength 0."""
 import cv2
 import numpy as np
 
-from pipeline.stabilise import RADIUS, stabilise
+from pipeline.stabilise import RADIUS, _Links, stabilise
 
 
 def _texture(size=128, seed=0):
@@ -71,3 +71,45 @@ def test_a_frame_depends_only_on_its_radius():
     lo, hi = t - RADIUS, t + RADIUS + 1
     part = stabilise(inputs[lo:hi], restored[lo:hi], 0.8)[t - lo]
     assert np.array_equal(whole, part)
+
+
+def _bilinear(image, maps):
+    """image (H, W, C) sampled at maps' (x, y), clamped at the borders: cv2.remap's INTER_LINEAR with
+    BORDER_REPLICATE, written out in float64."""
+    h, w = image.shape[:2]
+    x, y = np.clip(maps[..., 0].astype(np.float64), 0, w - 1), np.clip(maps[..., 1].astype(np.float64), 0, h - 1)
+    x0, y0 = np.minimum(np.floor(x).astype(int), w - 2), np.minimum(np.floor(y).astype(int), h - 2)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    return ((1 - fy) * ((1 - fx) * image[y0, x0] + fx * image[y0, x0 + 1])
+            + fy * ((1 - fx) * image[y0 + 1, x0] + fx * image[y0 + 1, x0 + 1]))
+
+
+def test_each_neighbour_counts_strength_to_the_k_times_its_chained_confidence():
+    """Against a slow reference that follows every neighbour's chain from scratch: neighbour t - k*step is
+    moved link by link onto t, its weight moved with it and multiplied by each link's confidence, then
+    by strength^k; the result is the weighted mean with the crop's own restoration (weight 1). The links
+    (maps, confidences) are _Links' own: this checks how they are chained and weighed (what they are is
+    the occluder test's). float32 against float64: about 6e-5 apart."""
+    n, strength = RADIUS + 2, 0.7  # the end crops have one neighbour more than RADIUS away
+    inputs = _moving(n, size=96, speed=1.3)
+    inputs[2] = inputs[2].copy()
+    inputs[2][30:60, 20:50] = 20.0  # confidences well below 1 around an occluder
+    rng = np.random.default_rng(7)
+    restored = [x + rng.normal(0, 6, x.shape).astype(np.float32) for x in inputs]
+    links = _Links(inputs, 1.0)  # weights of strength 1: the confidences themselves
+    expected = []
+    for t in range(n):
+        num, den = restored[t].astype(np.float64), np.ones(restored[t].shape[:2] + (1,))
+        for step in (1, -1):
+            for k in range(1, RADIUS + 1):
+                if not 0 <= t - k * step < n:
+                    break
+                image, weight = restored[t - k * step].astype(np.float64), np.ones_like(den)
+                for dst in range(t - (k - 1) * step, t + step, step):
+                    maps, confidence = links.pull(dst, dst - step)
+                    image, weight = _bilinear(image, maps), _bilinear(weight, maps) * confidence[..., None]
+                num, den = num + strength ** k * weight * image, den + strength ** k * weight
+        expected.append(num / den)
+    steady = stabilise(inputs, restored, strength)
+    assert all(s.dtype == np.float32 and s.shape == r.shape for s, r in zip(steady, restored))
+    assert max(float(np.abs(s - e).max()) for s, e in zip(steady, expected)) < 1e-3
