@@ -17,7 +17,7 @@ import numpy as np
 from . import align, blend
 from .picture import Geometry
 from .stabilise import RADIUS as STABILISE_RADIUS, stabilise
-from .restorers.base import crops_to_tensor, tensor_to_crops
+from .restorers.base import crops_on_grid, crops_to_tensor, tensor_to_crops
 
 MASK_SMOOTH_SIGMA = 1.5  # frames; transforms (hence crops and paste masks) smoothed along each track
 DEFAULT_BATCH = 8  # crops per restorer call when restore.batch_size is 0 (auto) on the CPU
@@ -221,8 +221,8 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
             transforms = align.crop_transforms(transforms, size, run.zoom)
             # on the restorer's grid from the start: the restorer and the stabiliser see the same numbers,
             # so the stabiliser finds the flows fusion computed between them (crop_flow's cache)
-            crops = tensor_to_crops(crops_to_tensor(np.stack([frames_by_index[i].face_crops(transforms[k:k + 1], size)[0]
-                                                              for k, i in enumerate(run.frame_indices)])))
+            crops = crops_on_grid(np.stack([frames_by_index[i].face_crops(transforms[k:k + 1], size)[0]
+                                            for k, i in enumerate(run.frame_indices)]))
             track_refs = refs.get(run.track.track_id) if refs else None
             scale = float(np.median(align.transform_scale(transforms)))
             restored = restore_run(crops, track_refs, restorer, batch_size, scale)
