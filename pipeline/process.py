@@ -17,7 +17,7 @@ import numpy as np
 from . import align, blend
 from .picture import Geometry
 from .stabilise import RADIUS as STABILISE_RADIUS, stabilise
-from .restorers.base import crops_to_tensor, tensor_to_crops
+from .restorers.base import crops_on_grid, crops_to_tensor, tensor_to_crops
 
 MASK_SMOOTH_SIGMA = 1.5  # frames; transforms (hence crops and paste masks) smoothed along each track
 DEFAULT_BATCH = 8  # crops per restorer call when restore.batch_size is 0 (auto) on the CPU
@@ -152,9 +152,10 @@ def identity_similarities(embedder, target: np.ndarray, zoom: float, crops: np.n
     return [similarity(crops[k]) for k in picks], [similarity(restored[k]) for k in picks]
 
 
-def _record(stats: dict, embedder, run: _Run, crops: np.ndarray, restored: list[np.ndarray]) -> None:
+def _record(stats: dict, embedder, run: _Run, crops: np.ndarray, restored: list[np.ndarray],
+            measured: range | None) -> None:
     """Report numbers of one run: temporal error before/after and identity similarity to the track
-    before/after."""
+    before/after (sampled from the run's frames in `measured`; None: all)."""
     from .report import TrackStats
 
     entry = stats.setdefault(run.track.track_id, TrackStats(run.track.track_id))
@@ -162,27 +163,33 @@ def _record(stats: dict, embedder, run: _Run, crops: np.ndarray, restored: list[
     entry.temporal_before.extend(temporal_errors(crops))
     entry.temporal_after.extend(temporal_errors(restored))
     target = getattr(run.track, "embedding", None)
-    if embedder is None or target is None:
+    own = [k for k, index in enumerate(run.frame_indices) if measured is None or index in measured]
+    if embedder is None or target is None or not own:
         return
-    before, after = identity_similarities(embedder, target, run.zoom, crops, restored)
+    # one slice: a chunk's own frames are consecutive
+    before, after = identity_similarities(embedder, target, run.zoom, crops[own[0]:own[-1] + 1],
+                                          restored[own[0]:own[-1] + 1])
     entry.identity_before.extend(before)
     entry.identity_after.extend(after)
 
 
 def restore_frames(frames: list, trackset, refs: dict | None, restorer, cfg, stats: dict | None = None,
-                   embedder=None) -> None:
+                   embedder=None, measured: range | None = None) -> None:
     """Restore every tracked face in `frames` (pipeline.video.Frame objects) in their native planes.
 
     Each frame's pictures (`Frame.views()`: the frame, or each field of an interlaced one, so moving
     faces never mix two instants) go through the face path one pass per picture. When `stats` (a dict)
     is given it collects report.TrackStats per track from the first pass (identity needs `embedder`,
-    e.g. tracking.embedders.get_embedder(cfg), and the tracks' embeddings)."""
+    e.g. tracking.embedders.get_embedder(cfg), and the tracks' embeddings). `measured`: the frames whose
+    identity is sampled, e.g. a chunk's own (its context frames are measured by the chunks that own them,
+    so a run wholly in the context, such as a track ending at a cut on the chunk border, costs no
+    embeddings); None: all."""
     for k, views in enumerate(zip(*(frame.views() for frame in frames))):
-        _restore_pictures(list(views), trackset, refs, restorer, cfg, stats if k == 0 else None, embedder)
+        _restore_pictures(list(views), trackset, refs, restorer, cfg, stats if k == 0 else None, embedder, measured)
 
 
 def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, stats: dict | None,
-                      embedder) -> None:
+                      embedder, measured: range | None) -> None:
     """Runs one after another through two threads: this one crops and restores run k+1 while the other
     stabilises, measures, blends and pastes run k (the restorer is called from one thread only, in run
     order; everything after it follows run order too, so the output does not depend on the timing)."""
@@ -200,7 +207,7 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
     def finish(run: _Run, transforms: np.ndarray, crops: np.ndarray, restored: list[np.ndarray]) -> None:
         restored = stabilise(list(crops), restored, cfg.blend.temporal)
         if stats is not None:
-            _record(stats, embedder, run, crops, restored)
+            _record(stats, embedder, run, crops, restored, measured)
         for k, index in enumerate(run.frame_indices):
             change = blend.face_change(restored[k], crops[k], cfg.blend.strength, color_match)
             changes.setdefault(index, []).append((change, transforms[k]))
@@ -221,8 +228,8 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
             transforms = align.crop_transforms(transforms, size, run.zoom)
             # on the restorer's grid from the start: the restorer and the stabiliser see the same numbers,
             # so the stabiliser finds the flows fusion computed between them (crop_flow's cache)
-            crops = tensor_to_crops(crops_to_tensor(np.stack([frames_by_index[i].face_crops(transforms[k:k + 1], size)[0]
-                                                              for k, i in enumerate(run.frame_indices)])))
+            crops = crops_on_grid(np.stack([frames_by_index[i].face_crops(transforms[k:k + 1], size)[0]
+                                            for k, i in enumerate(run.frame_indices)]))
             track_refs = refs.get(run.track.track_id) if refs else None
             scale = float(np.median(align.transform_scale(transforms)))
             restored = restore_run(crops, track_refs, restorer, batch_size, scale)

@@ -93,7 +93,8 @@ def render_stage(path: str, chunk: Chunk, info: Any, trackset: Any, refs: Any, r
     stats: dict = {}
     measure = cfg.run.report and bool(trackset.tracks)
     restore_frames(frames, trackset, refs, restorer, cfg, stats=stats if measure else None,
-                   embedder=report_embedder(cfg.track.embedder, cfg.detect.device) if measure else None)
+                   embedder=report_embedder(cfg.track.embedder, cfg.detect.device) if measure else None,
+                   measured=range(chunk.start, chunk.stop))
     segment = Path(segment)
     tmp = partial_path(segment)
     with VideoWriter(tmp, info, cfg.encode) as writer:

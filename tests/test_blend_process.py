@@ -116,3 +116,41 @@ def test_frames_are_pasted_as_their_last_face_is_restored(clip):
     restore_frames(alone, TrackSet(tracks=[part(1, 0, 3)], cuts=[], frame_count=10), None, WindowMean(),
                    load_config("default", ["restore.batch_size=8"]))
     assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(held[:3], alone[:3]))
+
+
+class CountingEmbedder:
+    """Stands in for dlib: an 'embedding' of the crop's brightness; remembers how many faces it embedded."""
+
+    def __init__(self):
+        self.faces = 0
+
+    def embed(self, img, faces):
+        self.faces += len(faces)
+        return np.array([[img.mean() / 255, 1.0]], np.float32)
+
+
+def test_identity_is_sampled_from_the_measured_frames_only(clip, monkeypatch):
+    import copy
+
+    from pipeline import process
+
+    frames, trackset = clip
+    trackset = copy.deepcopy(trackset)
+    trackset.tracks[0].embedding = np.array([0.5, 1.0], np.float32)
+    cfg = load_config("default")
+
+    def identity(lo, hi, measured):
+        stats, embedder = {}, CountingEmbedder()
+        restore_frames([ArrayFrame(i, frames[i]) for i in range(lo, hi)], trackset, None, WindowMean(), cfg,
+                       stats=stats, embedder=embedder, measured=measured)
+        return stats[0].identity_before, stats[0].identity_after, embedder.faces
+
+    with monkeypatch.context() as m:
+        m.setattr(process, "IDENTITY_SAMPLES_PER_RUN", 10)
+        every_frame, _, _ = identity(0, 10, None)  # a crop is the same whatever the chunk's context
+    # a chunk of frames 0..4 with 3 frames of context: its samples spread over its own frames only
+    before, after, embedded = identity(0, 8, range(0, 5))
+    assert before == [every_frame[k] for k in (0, 2, 4)] and len(after) == 3 and embedded == 6
+    # a run all in the context frames (a track that ends at the chunk border) is not measured at all
+    before, after, embedded = identity(0, 5, range(5, 10))
+    assert before == after == [] and embedded == 0
