@@ -34,18 +34,13 @@ class _Links:
     def __init__(self, inputs: list[np.ndarray], strength: float):
         self.flows = RunFlows(inputs)
         self.strength = strength
-        # (x, y) as one two-channel map, at flow size and crop size: cv2.remap reads it faster than two single
-        # maps, with the same result
-        self.small_grid = np.dstack(self.flows.grid)
-        full = np.mgrid[0:self.flows.size, 0:self.flows.size].astype(np.float32)
-        self.grid = np.dstack([full[1], full[0]])
 
     def pull(self, dst: int, src: int) -> tuple[np.ndarray, np.ndarray]:
         """(map, strength x confidence) that moves crop `src` onto its neighbour `dst`; computed from the two
         crops only, so a crop's result never depends on how long its run is."""
         flows = self.flows
         flow, back = flows.flow(dst, src), flows.flow(src, dst)  # grey_dst(x) ~ grey_src(x + flow)
-        maps = self.small_grid + flow
+        maps = flows.grid + flow
         change = np.abs(cv2.GaussianBlur(cv2.remap(flows.greys[src], maps, None, cv2.INTER_LINEAR,
                                                    borderMode=cv2.BORDER_REPLICATE) - flows.greys[dst],
                                          (0, 0), CHANGE_BLUR))
@@ -55,7 +50,7 @@ class _Links:
         squares = (flow + back_at) ** 2
         mismatch = squares[..., 0] + squares[..., 1]  # numpy's sum(-1) over two channels is 10x slower
         confidence = np.exp(-0.5 * mismatch / FB_TOLERANCE ** 2) * np.exp(-0.5 * (change / tolerance) ** 2)
-        return (self.grid + flows.at_crop_size(flow),
+        return (flows.crop_grid + flows.at_crop_size(flow),
                 self.strength * flows.resized(confidence))  # float32 throughout
 
 

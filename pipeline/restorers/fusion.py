@@ -100,24 +100,20 @@ class PairFlows:
         small = self.flow_size
         self.small = [cv2.resize(c, (small, small), interpolation=cv2.INTER_AREA) for c in yuv]
         self.lumas = [np.ascontiguousarray(c[..., 0]) for c in yuv]
-        grid = np.mgrid[0:self.size, 0:self.size].astype(np.float32)
-        self.grid = (grid[1], grid[0])
 
     def pull_small(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Crop j at flow size (yuv) warped onto crop i, and the forward-backward confidence (0..1)."""
         f = self.flows.flow(i, j)
-        grid = self.flows.grid
-        mx, my = grid[0] + f[..., 0], grid[1] + f[..., 1]
-        pulled = cv2.remap(self.small[j], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        back = cv2.remap(self.flows.flow(j, i), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        maps = self.flows.grid + f
+        pulled = cv2.remap(self.small[j], maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        back = cv2.remap(self.flows.flow(j, i), maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         mismatch = ((f + back) ** 2).sum(-1)
         return pulled, np.exp(-0.5 * mismatch / FB_TOLERANCE ** 2)
 
     def pull_luma(self, i: int, j: int) -> np.ndarray:
         """Crop j's full-size luma warped onto crop i."""
         f = self.flows.at_crop_size(self.flows.flow(i, j))
-        return cv2.remap(self.lumas[j], self.grid[0] + f[..., 0], self.grid[1] + f[..., 1], cv2.INTER_CUBIC,
-                         borderMode=cv2.BORDER_REPLICATE)
+        return cv2.remap(self.lumas[j], self.flows.crop_grid + f, None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
 
 
 def window(i: int, n: int, radius: int) -> range:
