@@ -56,8 +56,8 @@ def test_far_flows_are_the_composed_chain_and_follow_the_motion(dis_calls):
     assert len(dis_calls) == 5 + 7
     # a far flow is exactly its first step plus the rest of the chain moved along that step
     first, rest = flows.flow(3, 4), flows.flow(4, 6)
-    grid = flows.grid
-    expected = first + cv2.remap(rest, grid[0] + first[..., 0], grid[1] + first[..., 1], cv2.INTER_LINEAR,
+    y, x = np.mgrid[0:flows.flow_size, 0:flows.flow_size].astype(np.float32)
+    expected = first + cv2.remap(rest, x + first[..., 0], y + first[..., 1], cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_REPLICATE)
     assert np.array_equal(flows.flow(3, 6), expected)
 
