@@ -109,6 +109,15 @@ class RunFlows:
         self._flows[(i, j)] = f
         return f
 
+    def checked_map(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """The remap map at flow size that pulls crop j onto crop i, and the squared forward-backward
+        mismatch of that flow (px^2 at flow size: large where the two flows disagree, at occlusions)."""
+        f = self.flow(i, j)
+        maps = self.grid + f
+        back = cv2.remap(self.flow(j, i), maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        squares = (f + back) ** 2
+        return maps, squares[..., 0] + squares[..., 1]  # numpy's sum(-1) over two channels is many times slower
+
     @property
     def crop_grid(self) -> np.ndarray:
         """(x, y) of every pixel at crop size (a flow at crop size plus it is a remap map)."""

@@ -39,18 +39,14 @@ class _Links:
         """(map, strength x confidence) that moves crop `src` onto its neighbour `dst`; computed from the two
         crops only, so a crop's result never depends on how long its run is."""
         flows = self.flows
-        flow, back = flows.flow(dst, src), flows.flow(src, dst)  # grey_dst(x) ~ grey_src(x + flow)
-        maps = flows.grid + flow
+        maps, mismatch = flows.checked_map(dst, src)  # grey_dst(x) ~ grey_src(maps(x))
         change = np.abs(cv2.GaussianBlur(cv2.remap(flows.greys[src], maps, None, cv2.INTER_LINEAR,
                                                    borderMode=cv2.BORDER_REPLICATE) - flows.greys[dst],
                                          (0, 0), CHANGE_BLUR))
         # the pair's own noise (the typical change) sets the scale of "the same point"
         tolerance = CHANGE_TOLERANCE * max(1.4826 * _median(change), 0.5)
-        back_at = cv2.remap(back, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        squares = (flow + back_at) ** 2
-        mismatch = squares[..., 0] + squares[..., 1]  # numpy's sum(-1) over two channels is 10x slower
         confidence = np.exp(-0.5 * mismatch / FB_TOLERANCE ** 2) * np.exp(-0.5 * (change / tolerance) ** 2)
-        return (flows.crop_grid + flows.at_crop_size(flow),
+        return (flows.crop_grid + flows.at_crop_size(flows.flow(dst, src)),
                 self.strength * flows.resized(confidence))  # float32 throughout
 
 

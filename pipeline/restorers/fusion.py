@@ -103,11 +103,8 @@ class PairFlows:
 
     def pull_small(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Crop j at flow size (yuv) warped onto crop i, and the forward-backward confidence (0..1)."""
-        f = self.flows.flow(i, j)
-        maps = self.flows.grid + f
+        maps, mismatch = self.flows.checked_map(i, j)
         pulled = cv2.remap(self.small[j], maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        back = cv2.remap(self.flows.flow(j, i), maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        mismatch = ((f + back) ** 2).sum(-1)
         return pulled, np.exp(-0.5 * mismatch / FB_TOLERANCE ** 2)
 
     def pull_luma(self, i: int, j: int) -> np.ndarray:
