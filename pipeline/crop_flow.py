@@ -118,10 +118,12 @@ class RunFlows:
         squares = (f + back) ** 2
         return maps, squares[..., 0] + squares[..., 1]  # numpy's sum(-1) over two channels is many times slower
 
-    @property
-    def crop_grid(self) -> np.ndarray:
-        """(x, y) of every pixel at crop size (a flow at crop size plus it is a remap map)."""
-        return _grid(self.size)
+    def crop_map(self, i: int, j: int) -> np.ndarray:
+        """The remap map at crop size that pulls crop j onto crop i: the flow scaled to the crops' own size."""
+        f = self.flow(i, j)
+        if self.flow_size != self.size:
+            f = self.resized(f) * (self.size / self.flow_size)
+        return _grid(self.size) + f
 
     def forget_before(self, k: int) -> None:
         """Drop the composed flows that involve a crop before k (a caller moving along the run)."""
@@ -133,9 +135,3 @@ class RunFlows:
         if self.flow_size == self.size:
             return image
         return cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
-
-    def at_crop_size(self, f: np.ndarray) -> np.ndarray:
-        """A flow at flow size, scaled to the crops' own size."""
-        if self.flow_size == self.size:
-            return f
-        return self.resized(f) * (self.size / self.flow_size)

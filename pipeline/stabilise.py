@@ -46,7 +46,7 @@ class _Links:
         # the pair's own noise (the typical change) sets the scale of "the same point"
         tolerance = CHANGE_TOLERANCE * max(1.4826 * _median(change), 0.5)
         confidence = np.exp(-0.5 * mismatch / FB_TOLERANCE ** 2) * np.exp(-0.5 * (change / tolerance) ** 2)
-        return (flows.crop_grid + flows.at_crop_size(flows.flow(dst, src)),
+        return (flows.crop_map(dst, src),
                 self.strength * flows.resized(confidence))  # float32 throughout
 
 

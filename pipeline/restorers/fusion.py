@@ -110,8 +110,8 @@ class PairFlows:
 
     def pull_luma(self, i: int, j: int) -> np.ndarray:
         """Crop j's full-size luma warped onto crop i."""
-        f = self.flows.at_crop_size(self.flows.flow(i, j))
-        return cv2.remap(self.lumas[j], self.flows.crop_grid + f, None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        return cv2.remap(self.lumas[j], self.flows.crop_map(i, j), None, cv2.INTER_CUBIC,
+                         borderMode=cv2.BORDER_REPLICATE)
 
 
 def window(i: int, n: int, radius: int) -> range:
