@@ -55,32 +55,29 @@ def on_grid(batch: torch.Tensor) -> torch.Tensor:
     return batch.mul(GRID).round_().div_(GRID)
 
 
-def _grid_steps(crops: np.ndarray) -> np.ndarray:
-    """Crops in 0..255 -> a new float32 array of the same layout: each value as a whole number of 1/GRID
-    steps of [0, 1] (not clamped). on_grid's float32 arithmetic (/ 255, * GRID, round half to even) in
-    numpy, in place: the same numbers without torch's temporaries."""
-    steps = np.divide(crops, np.float32(255), dtype=np.float32)
-    steps *= np.float32(GRID)
-    return np.rint(steps, out=steps)
+def _snap(values: np.ndarray) -> np.ndarray:
+    """float32 values in [0, 1] put on the grid in place: on_grid's float32 arithmetic (* GRID, round half to
+    even, / GRID) in numpy, the same numbers without torch's temporaries."""
+    values *= np.float32(GRID)
+    np.rint(values, out=values)
+    values /= np.float32(GRID)
+    return values
 
 
 def crops_to_tensor(crops) -> torch.Tensor:
     """RGB crops (N, H, W, 3) in 0..255 (uint8, or float at the source's precision), an array or a list,
     -> float (N, 3, H, W) in [0, 1] on the grid: the one way from the CPU side to the model side."""
     # a new array (float crops are the caller's), viewed as (N, 3, H, W)
-    steps = _grid_steps(np.asarray(crops))
-    steps /= np.float32(GRID)
-    return torch.from_numpy(steps).permute(0, 3, 1, 2)
+    return torch.from_numpy(_snap(np.divide(np.asarray(crops), np.float32(255), dtype=np.float32))).permute(0, 3, 1, 2)
 
 
 def crops_on_grid(crops) -> np.ndarray:
     """tensor_to_crops(crops_to_tensor(crops)) without the tensors: new float32 crops (N, H, W, 3) in
     0..255, clamped, on the grid (the same numbers)."""
-    steps = _grid_steps(np.asarray(crops))
-    np.clip(steps, 0, GRID, out=steps)
-    steps /= np.float32(GRID)
-    steps *= np.float32(255)
-    return steps
+    values = np.divide(np.asarray(crops), np.float32(255), dtype=np.float32)
+    _snap(np.clip(values, 0, 1, out=values))
+    values *= np.float32(255)
+    return values
 
 
 def restorer_output(batch: torch.Tensor) -> torch.Tensor:
@@ -93,10 +90,7 @@ def tensor_to_crops(batch: torch.Tensor) -> np.ndarray:
     blending goes on in float."""
     # restorer_output's arithmetic in numpy, in place in one new (N, H, W, 3) array
     values = batch.detach().float().cpu().permute(0, 2, 3, 1).numpy()
-    crops = np.clip(values, 0, 1, out=np.empty(values.shape, np.float32))
-    crops *= np.float32(GRID)
-    np.rint(crops, out=crops)
-    crops /= np.float32(GRID)
+    crops = _snap(np.clip(values, 0, 1, out=np.empty(values.shape, np.float32)))
     crops *= np.float32(255)
     return crops
 
