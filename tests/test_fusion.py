@@ -69,6 +69,21 @@ def test_blur_estimate_follows_the_crops_enlargement(data_dir):
         assert estimate_psf_sigma(cv2.resize(sharp, (size, size), interpolation=cv2.INTER_CUBIC), scale) == 0.0
 
 
+def test_blur_estimate_reads_a_large_faces_middle_and_a_small_faces_whole_crop(data_dir):
+    """Fine sharp texture at the crop's border (hair, clothes) is left out of the reading when the crop
+    spans many source pixels, and read with the rest when it spans few."""
+    blurred = cv2.GaussianBlur(_photo_luma(data_dir, 512), (0, 0), 2.0)
+    textured = blurred.copy()
+    stripes = 128 + 100 * np.sign(np.sin(np.arange(512) * 2.0)).astype(np.float32)  # 1-3 px stripes
+    border = np.ones((512, 512), bool)
+    border[88:-88, 88:-88] = False  # the texture stays outside the middle 60% and its Sobel reach
+    textured[border] = np.broadcast_to(stripes, (512, 512))[border]
+    many, few = 1.0, 2.0  # 512 and 256 source px across the crop
+    assert estimate_psf_sigma(blurred, many) > 0
+    assert estimate_psf_sigma(textured, many) == estimate_psf_sigma(blurred, many)
+    assert estimate_psf_sigma(textured, few) < 0.8 * estimate_psf_sigma(blurred, few)
+
+
 def test_wiener_restores_blur_and_never_amplifies_noise_alone(data_dir):
     sharp = _photo_luma(data_dir)
     rng = np.random.default_rng(0)
