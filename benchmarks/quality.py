@@ -1,6 +1,6 @@
 """Face restoration quality on generated ground-truth clips, against a simple multi-frame baseline (issue 10).
 
-    python benchmarks/quality.py [--part tune|heldout|all] [--photos ...] [--sizes 48 96 160 280]
+    python benchmarks/quality.py [--part tune|dev|heldout|all] [--photos ...] [--sizes 48 96 160 280]
         [--degradations chain h264 down3 noise] [--frames 30] [--restorer fusion|flicker|...]
         [--set blend.temporal=0] [--tracked] [--save-png DIR]
 
@@ -28,9 +28,11 @@ less detail for the flow's error to show, hence a lower E_warp without being ste
 path. Flow (baseline and E_warp) is computed on a window around the face (the face box grown by one box
 size on each side), which leaves the result inside the box as on whole frames and costs less.
 
-The grid is split in two parts, fixed here: TUNE (two photos, what the restorer may be tuned on) and
-HELDOUT (the rest, only reported). One JSON line per clip, then summary lines per part (and per part and
-degradation, per part and size). `--summarise FILE...` prints the summaries of clip lines saved by
+The photos are split in three parts, fixed here: TUNE (what the restorer may be tuned on), DEV (photos
+in no grid, to choose between alternatives that the tune photos cannot tell apart; kit1 is the same
+person as the held-out kit2 in another photo), and HELDOUT (only reported). A photo given with
+`--photos` outside the three is part "other". One JSON line per clip, then summary lines per part (and
+per part and degradation, per part and size). `--summarise FILE...` prints the summaries of clip lines saved by
 earlier runs (e.g. one run per photo, run side by side).
 """
 
@@ -54,12 +56,19 @@ DATA = REPO.parent / "shared" / "data"
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 TUNE = ("images/obama-1080p.jpg", "refs/biden/biden2.jpg")
+DEV = ("refs/obama/obama1.jpg", "refs/obama/obama2.jpg", "refs/biden/biden1.jpg", "refs/kit_harington/kit1.jpg",
+       "images/old_photo_03.jpg")
 HELDOUT = ("refs/rose_leslie/rose1.jpg", "refs/kit_harington/kit2.jpg", "images/two_people.jpg")
+PARTS = {"tune": TUNE, "dev": DEV, "heldout": HELDOUT}
 SIZES = (48, 96, 160, 280)
 FRAME = (640, 480)
 IDENTITY_SAMPLES = 4
 BASELINE_RADIUS = 5  # 11 frames
 BASELINE_TOLERANCE = 15.0  # grey levels: the robust mean's weight scale
+
+
+def part_of(photo: str) -> str:
+    return next((name for name, photos in PARTS.items() if photo in photos), "other")
 
 
 def multi_frame_baseline(frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -198,7 +207,7 @@ def _summary(rows: list[dict], group: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("tune", "heldout", "all"), default="all")
+    parser.add_argument("--part", choices=(*PARTS, "all"), default="all")
     parser.add_argument("--photos", nargs="+", help="paths under ../shared/data (default: the part's photos)")
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
     parser.add_argument("--degradations", nargs="+", default=None)
@@ -229,7 +238,7 @@ def main() -> None:
     unknown = sorted(set(degradations) - set(DEGRADATIONS))
     if unknown:
         parser.error(f"unknown degradations {unknown} (known: {', '.join(DEGRADATIONS)})")
-    photos = args.photos or {"tune": TUNE, "heldout": HELDOUT, "all": TUNE + HELDOUT}[args.part]
+    photos = args.photos or (sum(PARTS.values(), ()) if args.part == "all" else PARTS[args.part])
     if args.restorer == "flicker":
         cfg, restorer = load_config("default", args.overrides), FlickerRestorer()
     else:
@@ -255,7 +264,7 @@ def main() -> None:
             restored = restore_clip(clip.degraded, trackset, restorer, cfg, refs)
             restore_ms = 1000 * (time.perf_counter() - began) / args.frames
             videos = {"input": clip.degraded, "baseline": baseline, "reelface": restored}
-            row = {"measure": "quality_clip", "part": "tune" if photo in TUNE else "heldout", "photo": photo,
+            row = {"measure": "quality_clip", "part": part_of(photo), "photo": photo,
                    "face_px": size, "degradation": kind, "frames": args.frames,
                    "measured_face_px": round(float(np.mean((clip.boxes[:, 2:] - clip.boxes[:, :2]).max(1))), 1),
                    **measure_clip(clip, videos, embedder),
@@ -270,7 +279,7 @@ def main() -> None:
 
 def print_summaries(rows: list[dict], common: dict) -> None:
     """Per part: one summary of all its clips, then one per degradation and one per face size."""
-    for part in ("tune", "heldout"):
+    for part in (*PARTS, "other"):
         part_rows = [r for r in rows if r["part"] == part]
         if not part_rows:
             continue
