@@ -12,6 +12,7 @@ file. `WIRING` writes that type out; the file gives every layer's sizes, strides
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,6 +235,24 @@ def _pool(layer: Layer, x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, layer.window, layer.stride, layer.padding, count_include_pad=False)
 
 
+@contextmanager
+def _one_torch_thread():
+    """torch ops of the calling thread on one core, for the time of the block.
+
+    The network runs beside busy threads (the decode thread while tracking, the restorer while the
+    report is measured): with torch's default of one thread a core, its threads wait for each other at
+    every op on cores those threads hold. Measured on 2 cores (lead's jobs on both), describing one face
+    at a time beside a pure-Python loop: 17 faces/s on one thread, 0.9 on two. At these sizes (<= 16
+    chips of 150x150) a second thread gains little anyway. With torch's OpenMP backend the count is
+    each thread's own (other threads keep theirs); restoring it leaves the process's setting as it was."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class DlibFaceNet:
     """dlib's face descriptor network in torch: `(N, 150, 150, 3)` uint8 RGB chips cut as
     `dlib.get_face_chips` cuts them -> `(N, 128)` float32 descriptors, as dlib's
@@ -247,7 +266,7 @@ class DlibFaceNet:
         chips = np.asarray(chips)
         if chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
             raise ValueError(f"chips must be {CHIP_SIZE}x{CHIP_SIZE} RGB, got {chips.shape}")
-        with torch.inference_mode():
+        with torch.inference_mode(), _one_torch_thread():
             # input_rgb_image: each channel less its mean over the training set, over 256
             x = ((torch.from_numpy(chips).float() - self.means) / 256.0).permute(0, 3, 1, 2)
             tags: dict[int, torch.Tensor] = {}
