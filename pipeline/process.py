@@ -114,7 +114,7 @@ def restore_run(crops: np.ndarray, track_refs, restorer, batch_size: int, scale:
     return out
 
 
-IDENTITY_SAMPLES_PER_RUN = 3  # crops per run whose identity is measured for the report (dlib is slow)
+IDENTITY_SAMPLES_PER_RUN = 3  # crops per run whose identity is measured for the report (2 faces described each)
 
 
 def _crop_face(size: int, zoom: float):
