@@ -119,14 +119,17 @@ def test_frames_are_pasted_as_their_last_face_is_restored(clip):
 
 
 class CountingEmbedder:
-    """Stands in for dlib: an 'embedding' of the crop's brightness; remembers how many faces it embedded."""
+    """Stands in for dlib: an 'embedding' of the crop's brightness; remembers how many faces it described."""
 
     def __init__(self):
         self.faces = 0
 
-    def embed(self, img, faces):
-        self.faces += len(faces)
-        return np.array([[img.mean() / 255, 1.0]], np.float32)
+    def align(self, img, faces):
+        return [img for _ in faces]
+
+    def describe(self, chips):
+        self.faces += len(chips)
+        return np.array([[chip.mean() / 255, 1.0] for chip in chips], np.float32).reshape(-1, 2)
 
 
 def test_identity_is_sampled_from_the_measured_frames_only(clip, monkeypatch):

@@ -20,7 +20,7 @@ from .tracker import Tracklet, associate, hits_to_confirm, motion_gate
 # Two aligned pictures of a face (the embedder's own, 32x32 grey) correlated at least this much are the
 # same view: measured, dlib's embeddings of such pairs had cosine >= 0.987 (305 pairs of one track's
 # faces from hamilton.mp4 and the generated tracking clip; mean 0.998; same person: 0.95), so the last
-# embedding is reused and the network (~130 CPU ms a face) not run. On hamilton few pairs are that
+# embedding is reused and the network (~10-18 CPU ms a face in torch, ~130 in dlib's own) not run. On hamilton few pairs are that
 # close (52 of 1615 pairs, real faces move); on still faces most are.
 SAME_VIEW = 0.98
 
@@ -91,7 +91,7 @@ class Follower:
         gets several views early (person ids link tracks by their mean embedding) and a long one a few
         a second; while motion could confuse it with another face (`follow`'s `unsure`: crossings,
         where the tracker needs appearance), every `embed_near_every` frames. Faces side by side keep
-        to their own gates and are not embedded more often: dlib costs ~130 CPU ms a face."""
+        to their own gates and are not embedded more often: the network costs ~10-18 CPU ms a face."""
         wants = []
         for owner, near in zip(owners, unsure):
             if owner.tracklet_id not in self.embedded:
