@@ -50,7 +50,7 @@ class TrackConfig:
     max_gap: int = 30  # frames a lost track is kept for re-identification
     min_hits: int = 5  # frames of detections before a track is confirmed (/ stride); fewer is flicker
     reid_threshold: float | None = None  # embedding cosine: same person; None: the embedder's calibrated one
-    embed_every: int = 30  # frames between two embeddings of one face (dlib: ~0.13 s a face on CPU)
+    embed_every: int = 30  # frames between two embeddings of one face (~10-18 CPU ms a face)
     embed_near_every: int = 10  # the same while motion could confuse it with another face; also a new face's first gaps
     bridge_gap: int = 5  # missed frames filled by the motion model; longer gaps stay holes (occlusions)
     shot_threshold: float = 27.0  # PySceneDetect ContentDetector threshold

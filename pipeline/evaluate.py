@@ -141,7 +141,7 @@ def _mean(values) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
 
-IDENTITY_SAMPLES = 8  # frames per video whose identity embedding is compared (dlib: ~0.1-0.3 s each)
+IDENTITY_SAMPLES = 8  # frames per video whose identity embedding is compared
 # names of the measuring frames among the measured videos while they are read in lockstep
 TRUTH, REFERENCE = "ground truth", "reference"
 

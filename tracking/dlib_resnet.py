@@ -244,9 +244,9 @@ def _one_torch_thread():
 
     The network runs beside busy threads (the decode thread while tracking, the restorer while the
     report is measured): with torch's default of one thread a core, its threads meet at the end of every
-    op, and the one whose core another thread holds keeps the others waiting. Measured on 2 cores (lead's jobs on both), describing one face
-    at a time beside a pure-Python loop: 17 faces/s on one thread, 0.9 on two. At these sizes (<= 16
-    chips of 150x150) a second thread gains little anyway. With torch's OpenMP backend the count is
+    op, and the one whose core another thread holds keeps the others waiting. Measured on 2 loaded
+    cores, describing one face at a time beside a pure-Python loop: 17 faces/s on one thread, 0.9 on
+    two. At these sizes (<= 16 chips of 150x150) a second thread gains little anyway. With torch's OpenMP backend the count is
     each thread's own (other threads keep theirs); restoring it leaves the process's setting as it was."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

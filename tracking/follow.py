@@ -20,8 +20,8 @@ from .tracker import Tracklet, associate, hits_to_confirm, motion_gate
 # Two aligned pictures of a face (the embedder's own, 32x32 grey) correlated at least this much are the
 # same view: measured, dlib's embeddings of such pairs had cosine >= 0.987 (305 pairs of one track's
 # faces from hamilton.mp4 and the generated tracking clip; mean 0.998; same person: 0.95), so the last
-# embedding is reused and the network (~10-18 CPU ms a face in torch, ~130 in dlib's own) not run. On hamilton few pairs are that
-# close (52 of 1615 pairs, real faces move); on still faces most are.
+# embedding is reused and the network (~10-18 CPU ms a face in torch, ~130 in dlib's own) not run. On
+# hamilton few pairs are that close (52 of 1615 pairs, real faces move); on still faces most are.
 SAME_VIEW = 0.98
 
 
