@@ -32,8 +32,8 @@ The photos are split in three parts, fixed here: TUNE (what the restorer may be 
 in no grid, to choose between alternatives that the tune photos cannot tell apart; kit1 is the same
 person as the held-out kit2 in another photo), and HELDOUT (only reported). A photo given with
 `--photos` outside the three is part "other". One JSON line per clip, then summary lines per part (and
-per part and degradation, per part and size). `--summarise FILE...` prints the summaries of clip lines saved by
-earlier runs (e.g. one run per photo, run side by side).
+per part and degradation, per part and size). `--summarise FILE...` prints the summaries of clip lines
+saved by earlier runs (e.g. one run per photo, run side by side).
 """
 
 from __future__ import annotations
