@@ -57,3 +57,16 @@ def test_describe_gives_unit_rows_whatever_the_batch(chips, dlib_descriptors):
 def test_another_dlib_network_is_refused():
     with pytest.raises(ValueError, match="loss_metric_"):
         read_network(_face_recognition_models_dir() / "mmod_human_face_detector.dat")
+
+
+def test_a_damaged_network_file_is_one_clear_error(tmp_path, monkeypatch):
+    """A truncated download of the package's network is refused with what to do, not a traceback."""
+    from pipeline.errors import ReelfaceError
+    from tracking import embedders
+
+    models = _face_recognition_models_dir()
+    (tmp_path / "shape_predictor_5_face_landmarks.dat").symlink_to(models / "shape_predictor_5_face_landmarks.dat")
+    (tmp_path / NETWORK).write_bytes((models / NETWORK).read_bytes()[:100_000])
+    monkeypatch.setattr(embedders, "_face_recognition_models_dir", lambda: tmp_path)
+    with pytest.raises(ReelfaceError, match="reinstall face-recognition-models"):
+        DlibEmbedder()

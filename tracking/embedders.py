@@ -110,7 +110,12 @@ class DlibEmbedder(TwoStepEmbedder):
         models = _face_recognition_models_dir()
         self.shape_model = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
         # dlib's own network holds the GIL for its ~130 ms a face; the same network in torch does not
-        self.net = DlibFaceNet(models / "dlib_face_recognition_resnet_model_v1.dat")
+        network = models / "dlib_face_recognition_resnet_model_v1.dat"
+        try:
+            self.net = DlibFaceNet(network)
+        except (OSError, ValueError, IndexError) as error:
+            raise ReelfaceError(f"{network} is not dlib's face descriptor network ({error}): reinstall "
+                                "face-recognition-models, or use track.embedder=arcface") from None
         self._dlib = dlib
 
     def align(self, frame_rgb: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
