@@ -92,6 +92,7 @@ class RunFlows:
         self.grid = _grid(small)  # (x, y) of every pixel at flow size: a flow plus it is a remap map
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         self._flows: dict[tuple[int, int], np.ndarray] = {}
+        self._maps: dict[tuple[int, int], np.ndarray] = {}
 
     def flow(self, i: int, j: int) -> np.ndarray:
         if (i, j) in self._flows:
@@ -104,31 +105,39 @@ class RunFlows:
                 _cache.put(key, f)
         else:  # through the next crop towards j: f_ij(x) = f_ik(x) + f_kj(x + f_ik(x))
             k = i + (1 if j > i else -1)
-            first, rest = self.flow(i, k), self.flow(k, j)
-            f = first + cv2.remap(rest, self.grid + first, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            f = self.flow(i, k) + cv2.remap(self.flow(k, j), self.map(i, k), None, cv2.INTER_LINEAR,
+                                            borderMode=cv2.BORDER_REPLICATE)
         self._flows[(i, j)] = f
         return f
+
+    def map(self, i: int, j: int) -> np.ndarray:
+        """The remap map at flow size that pulls grey j onto grey i (the grid plus the flow); kept, since a
+        crop's first step is the map of every longer chain from it, and its check's too."""
+        if (i, j) not in self._maps:
+            self._maps[(i, j)] = self.grid + self.flow(i, j)
+        return self._maps[(i, j)]
 
     def checked_map(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
         """The remap map at flow size that pulls crop j onto crop i, and the squared forward-backward
         mismatch of that flow (px^2 at flow size: large where the two flows disagree, at occlusions)."""
-        f = self.flow(i, j)
-        maps = self.grid + f
+        maps = self.map(i, j)
         back = cv2.remap(self.flow(j, i), maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        squares = (f + back) ** 2
+        squares = (self.flow(i, j) + back) ** 2
         return maps, squares[..., 0] + squares[..., 1]  # numpy's sum(-1) over two channels is many times slower
 
     def crop_map(self, i: int, j: int) -> np.ndarray:
-        """The remap map at crop size that pulls crop j onto crop i: the flow scaled to the crops' own size."""
-        f = self.flow(i, j)
-        if self.flow_size != self.size:
-            f = self.resized(f) * (self.size / self.flow_size)
-        return _grid(self.size) + f
+        """The remap map at crop size that pulls crop j onto crop i: the flow scaled to the crops' own size
+        (scaled before it is resized, on a quarter of the pixels)."""
+        if self.flow_size == self.size:
+            return self.map(i, j)
+        f = self.resized(self.flow(i, j) * np.float32(self.size / self.flow_size))
+        return np.add(f, _grid(self.size), out=f)
 
     def forget_before(self, k: int) -> None:
-        """Drop the composed flows that involve a crop before k (a caller moving along the run)."""
-        for pair in [p for p in self._flows if min(p) < k]:
-            del self._flows[pair]
+        """Drop the composed flows and maps that involve a crop before k (a caller moving along the run)."""
+        for kept in (self._flows, self._maps):
+            for pair in [p for p in kept if min(p) < k]:
+                del kept[pair]
 
     def resized(self, image: np.ndarray) -> np.ndarray:
         """An image at flow size (weights, confidences, colour), resized to the crops' own size."""

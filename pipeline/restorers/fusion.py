@@ -162,16 +162,18 @@ def fuse(yuv: np.ndarray, flows: PairFlows, i: int, span: range) -> tuple[np.nda
     wsum = weights.sum(0)
     effective = float(np.mean(wsum ** 2 / np.maximum((weights ** 2).sum(0), EPS)))
     size = flows.size
-    chroma = (weights[..., None] * stack[..., 1:]).sum(0) / wsum[..., None]
-    # colour has little fine detail (video stores it at half size too): fused small, upsampled
+    # colour has little fine detail (video stores it at half size too): fused small, upsampled. Summed by
+    # OpenCV on all three channels in place: numpy's products on the strided colour channels cost more
+    summed, spread = np.zeros_like(stack[0]), np.empty_like(stack[0])
+    for w, pulled in zip(weights, stack):
+        cv2.accumulateProduct(pulled, cv2.cvtColor(w, cv2.COLOR_GRAY2BGR, spread), summed)
     out = np.empty_like(yuv[i])
-    out[..., 1:] = flows.flows.resized(chroma)
+    out[..., 1:] = flows.flows.resized(summed[..., 1:] / wsum[..., None])
     luma, total = np.zeros((size, size), np.float32), np.zeros((size, size), np.float32)
     for w, j in zip(weights, [i, *others]):
         w = flows.flows.resized(w)
-        pulled = flows.lumas[i] if j == i else flows.pull_luma(i, j)
-        luma += cv2.multiply(w, pulled)
-        total += w
+        cv2.accumulateProduct(w, flows.lumas[i] if j == i else flows.pull_luma(i, j), luma)
+        cv2.accumulate(w, total)
     out[..., 0] = luma / np.maximum(total, EPS)
     return out, effective
 
@@ -186,8 +188,8 @@ def estimate_psf_sigma(luma: np.ndarray, scale: float) -> float:
     near, far = INNER_RAMP
     margin = round(size * INNER_MARGIN * float(np.clip((size / scale - near) / (far - near), 0.0, 1.0)))
     region = (slice(margin, size - margin),) * 2
-    m1 = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))[region]
-    m2 = np.hypot(cv2.Sobel(r, cv2.CV_32F, 1, 0), cv2.Sobel(r, cv2.CV_32F, 0, 1))[region]
+    m1, m2 = (np.hypot(cv2.Sobel(img, cv2.CV_32F, 1, 0)[region], cv2.Sobel(img, cv2.CV_32F, 0, 1)[region])
+              for img in (g, r))
     edges = m1 > np.percentile(m1, EDGE_PERCENTILE)
     ratio = np.clip(m1[edges] / np.maximum(m2[edges], EPS), 1.01, None)
     measured = float(np.median(REBLUR_SIGMA / np.sqrt(ratio ** 2 - 1)))
