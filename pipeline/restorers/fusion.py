@@ -157,16 +157,21 @@ def fuse(yuv: np.ndarray, flows: PairFlows, i: int, span: range) -> tuple[np.nda
     smooth = _blur(reference, blur)
     slope = np.hypot(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1)) / 8.0  # levels a px
     tau = AGREEMENT * np.sqrt(noise ** 2 + (EDGE_SLACK * slope) ** 2)
-    weights = conf_arr * np.exp(-0.5 * (dist / tau) ** 2)
-    weights[0] = 1.0  # the crop itself always counts fully
-    wsum = weights.sum(0)
-    effective = float(np.mean(wsum ** 2 / np.maximum((weights ** 2).sum(0), EPS)))
-    size = flows.size
+    # weight conf * exp(-d^2 / 2 tau^2), neighbour by neighbour in place: whole-stack numpy temporaries
+    # cost more than the arithmetic (the crop itself keeps conf 1 and distance 0: it always counts fully)
+    weights, gain = conf_arr, np.float32(-0.5) / np.square(tau)
+    for d, w in zip(dist[1:], weights[1:]):
+        cv2.multiply(w, cv2.exp(cv2.multiply(cv2.multiply(d, d, dst=d), gain, dst=d), dst=d), dst=w)
+    wsum, squares = np.zeros_like(reference), np.zeros_like(reference)
     # colour has little fine detail (video stores it at half size too): fused small, upsampled. Summed by
     # OpenCV on all three channels in place: numpy's products on the strided colour channels cost more
     summed, spread = np.zeros_like(stack[0]), np.empty_like(stack[0])
     for w, pulled in zip(weights, stack):
+        cv2.accumulate(w, wsum)
+        cv2.accumulateSquare(w, squares)
         cv2.accumulateProduct(pulled, cv2.cvtColor(w, cv2.COLOR_GRAY2BGR, spread), summed)
+    effective = float(np.mean(wsum ** 2 / np.maximum(squares, EPS)))
+    size = flows.size
     out = np.empty_like(yuv[i])
     out[..., 1:] = flows.flows.resized(summed[..., 1:] / wsum[..., None])
     luma, total = np.zeros((size, size), np.float32), np.zeros((size, size), np.float32)
