@@ -18,10 +18,11 @@ COLOR_SIGMA = 1 / 32  # of the crop size (16 px at 512): changes slower than thi
 
 def face_change(restored: np.ndarray, input_crop: np.ndarray, strength: float, color_match: bool) -> np.ndarray:
     """The change to paste (float32 crop), scaled by strength, without its low frequencies if colour-matched."""
-    delta = restored.astype(np.float32) - input_crop.astype(np.float32)
+    delta = np.subtract(restored, input_crop, dtype=np.float32)
     if color_match:
         delta -= cv2.GaussianBlur(delta, (0, 0), COLOR_SIGMA * delta.shape[0], borderType=cv2.BORDER_REFLECT101)
-    return delta * float(strength)
+    delta *= float(strength)
+    return delta
 
 
 def paste_changes(geometry, changes: list[tuple[np.ndarray, np.ndarray]], feather: float
@@ -53,11 +54,14 @@ def paste_changes(geometry, changes: list[tuple[np.ndarray, np.ndarray]], feathe
         # the warp into the face's own box only: the inverse map samples crop pixels for box pixels
         shifted = align.shift_origin(m_grid, x0, y0)
         m = align.unwarp(align.crop_mask(change.shape[0], feather=feather), shifted, (y1 - y0, x1 - x0))
-        d = align.unwarp(change.astype(np.float32), shifted, (y1 - y0, x1 - x0), cv2.INTER_CUBIC)
+        d = align.unwarp(np.asarray(change, np.float32), shifted, (y1 - y0, x1 - x0), cv2.INTER_CUBIC)
         at = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
-        delta[at] += m[..., None] * d
+        delta[at] += np.multiply(d, m[..., None], out=d)
         weight[at] += m
         coverage[at] = 1 - (1 - coverage[at]) * (1 - m)
     if not coverage.any():
         return None
-    return delta / np.maximum(weight, 1e-6)[..., None] * coverage[..., None], (int(top), int(left))
+    # in place: a new (h, w, 3) float32 array for each step cost more than the arithmetic
+    delta /= np.maximum(weight, 1e-6)[..., None]
+    delta *= coverage[..., None]
+    return delta, (int(top), int(left))

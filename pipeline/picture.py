@@ -160,15 +160,8 @@ class Colour:
     def add_change(self, planes: list[np.ndarray], factors: list[tuple[int, int]], delta: np.ndarray) -> bool:
         """Add a working-space change (h, w, 3 float, 0..255 scale) to planes covering the same luma
         region, in place. Samples whose change is zero are not written; returns whether any changed."""
-        changed = np.any(delta != 0, axis=-1)
-        if not changed.any():
-            return False
-        old = self.signal(planes, factors)
-        if self.is_hdr:
-            d = self._from_sdr(self._to_sdr(old) + delta / 255.0) - old
-        else:
-            d = delta.astype(np.float64) / 255.0
-        d[~changed] = 0.0  # where nothing changed not even the round trip's float error is written
+        # SDR: a zero change is a zero difference, which adds nothing to a sample
+        d = self._hdr_change(planes, factors, delta) if self.is_hdr else delta.astype(np.float64) / 255.0
         offset, luma, chroma = self._scales()
         top = 2 ** self.bits - 1
         if self.is_rgb:
@@ -185,14 +178,23 @@ class Colour:
             wrote |= _add(plane, _area_mean(change, plane.shape, fy, fx) * chroma, top)
         return wrote
 
+    def _hdr_change(self, planes: list[np.ndarray], factors: list[tuple[int, int]], delta: np.ndarray) -> np.ndarray:
+        """The change of the normalised signal a working-space change makes, zero where it is zero (not
+        even the round trip's float error is written there)."""
+        old = self.signal(planes, factors)
+        d = self._from_sdr(self._to_sdr(old) + delta / 255.0) - old
+        d[~np.any(delta != 0, axis=-1)] = 0.0
+        return d
+
 
 def _add(target: np.ndarray, change: np.ndarray, top: int) -> bool:
     """target += change, rounded and clipped to the sample range; writes only the samples that change."""
-    new = np.clip(np.rint(target.astype(np.float64) + change), 0, top).astype(target.dtype)
+    new = np.add(target, change, dtype=np.float64)
+    new = np.clip(np.rint(new, out=new), 0, top, out=new).astype(target.dtype)
     where = new != target
     if not where.any():
         return False
-    target[where] = new[where]
+    np.copyto(target, new, where=where)
     return True
 
 
@@ -201,7 +203,9 @@ def _area_mean(values: np.ndarray, shape: tuple[int, int], fy: int, fx: int) -> 
     if fy == 1 and fx == 1:
         return values
     h, w = values.shape
-    padded = np.pad(values, ((0, shape[0] * fy - h), (0, shape[1] * fx - w)), mode="edge")
+    pad = ((0, shape[0] * fy - h), (0, shape[1] * fx - w))
+    padded = np.pad(values, pad, mode="edge") if pad[0][1] or pad[1][1] else values  # paste's boxes need none
+    # numpy's own mean: the order of its additions (which decides the samples' rounding) depends on the shape
     return padded.reshape(shape[0], fy, shape[1], fx).mean(axis=(1, 3))
 
 

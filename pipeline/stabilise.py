@@ -16,6 +16,9 @@ frame's result depends only on frames a chunk's context holds.
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 
@@ -25,6 +28,7 @@ RADIUS = 4  # frames each side
 FB_TOLERANCE = 0.5  # px at flow size; forward-backward mismatch where a link's confidence is exp(-1/2)
 CHANGE_TOLERANCE = 3.0  # x the input's own noise: a moved input differing more than this is not the same point
 CHANGE_BLUR = 1.5  # px at flow size; the change test is on blurred images so noise does not count
+PART_CROPS = 16  # crops a part has at least: each part makes its context's links and chains again
 
 
 class _Links:
@@ -62,30 +66,48 @@ def stabilise(inputs: list[np.ndarray], restored: list[np.ndarray], strength: fl
     """Restored crops (float32 HxWx3, 0..255) of one ordered run, filtered along the input's motion.
 
     `strength` in 0..1 is how much the neighbours count (0: unchanged; the k-th neighbour's weight is
-    strength^k times its chained confidence).
+    strength^k times its chained confidence). A crop's result depends only on the crops within RADIUS of
+    it, so a long run is cut into consecutive parts stabilised side by side on OpenCV's threads (the cores
+    this process was given), each with the RADIUS crops of context on each side it needs, for the same
+    numbers as one part.
     """
     n = len(restored)
     if strength <= 0 or n < 2:
         return list(restored)
-    links = _Links(inputs, strength)
     restored = [np.asarray(r, np.float32) for r in restored]
+    parts = max(1, min(cv2.getNumThreads(), n // PART_CROPS))
+    bounds = np.linspace(0, n, parts + 1).round().astype(int)
+    stabilise_part = functools.partial(_stabilise_part, inputs, restored, strength)
+    with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="stabilise") as pool:
+        steady = pool.map(stabilise_part, [range(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])])
+        return [crop for part in steady for crop in part]
+
+
+def _stabilise_part(inputs: list[np.ndarray], restored: list[np.ndarray], strength: float,
+                    part: range) -> list[np.ndarray]:
+    """The crops of `part`, stabilised: the chains start RADIUS crops before the part (forward) and after it
+    (backward), and only the part's own crops gather sums."""
+    first, last = max(0, part.start - RADIUS), min(len(restored), part.stop + RADIUS)
+    links = _Links(inputs[first:last], strength)
+    window = restored[first:last]
+    own = range(part.start - first, part.stop - first)
     # Images travel as (colour, weight) in one 4-channel array (BGR2BGRA's alpha is 1 for floats): one remap
     # moves both, and a crop's sum is 4-channel too (weighted colour, total weight). Every step is a few
     # whole-array OpenCV calls into reused buffers: numpy on interleaved channels, and fresh full-size arrays
     # (page faults), cost more than the remaps themselves.
-    acc = [cv2.cvtColor(r, cv2.COLOR_BGR2BGRA) for r in restored]
-    weight = np.empty(acc[0].shape[:2], np.float32)
-    spread = np.empty_like(acc[0])  # (w, w, w, 1): adds (w * colour, w) to a sum
+    acc = {t: cv2.cvtColor(window[t], cv2.COLOR_BGR2BGRA) for t in own}
+    weight = np.empty(window[0].shape[:2], np.float32)
+    spread = np.empty(window[0].shape[:2] + (4,), np.float32)  # (w, w, w, 1): adds (w * colour, w) to a sum
     spare: list[np.ndarray] = []
     # direction +1: crop t gathers t-1, ..., t-RADIUS, moved forward link by link; -1 the mirror image.
     # Crop by crop along the direction, chain[k] being crop t - k*step moved onto the crop t just done: the
     # link into the next crop moves the whole chain one further at once, so each link is made once, used,
     # and dropped (RADIUS images and one link held, not every link of the run), and a crop's sum receives
     # its neighbours nearest first in each direction.
-    for step in (1, -1):
+    for step, order in ((1, range(own.stop)), (-1, range(len(window) - 1, own.start - 1, -1))):
         chain: list[np.ndarray] = []
-        for t in range(n) if step == 1 else range(n - 1, -1, -1):
-            new = [cv2.cvtColor(restored[t], cv2.COLOR_BGR2BGRA, spare.pop() if spare else None)]
+        for t in order:
+            new = [cv2.cvtColor(window[t], cv2.COLOR_BGR2BGRA, spare.pop() if spare else None)]
             if chain:
                 maps, link_weight = links.pull(t, t - step)
                 for carried in chain:
@@ -93,9 +115,10 @@ def stabilise(inputs: list[np.ndarray], restored: list[np.ndarray], strength: fl
                                       cv2.BORDER_REPLICATE)
                     cv2.multiply(cv2.extractChannel(moved, 3, weight), link_weight, weight)
                     cv2.insertChannel(weight, moved, 3)
-                    cv2.accumulateProduct(moved, cv2.cvtColor(weight, cv2.COLOR_GRAY2BGRA, spread), acc[t])
+                    if t in acc:  # a context crop only carries the chain on
+                        cv2.accumulateProduct(moved, cv2.cvtColor(weight, cv2.COLOR_GRAY2BGRA, spread), acc[t])
                     new.append(moved)
             spare += chain + new[RADIUS:]
             chain = new[:RADIUS]
     return [cv2.cvtColor(cv2.divide(a, cv2.cvtColor(cv2.extractChannel(a, 3), cv2.COLOR_GRAY2BGRA)),
-                         cv2.COLOR_BGRA2BGR) for a in acc]
+                         cv2.COLOR_BGRA2BGR) for a in acc.values()]

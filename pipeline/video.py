@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 
 from . import align
@@ -446,7 +447,7 @@ class FrameView:
                 or top + delta.shape[0] > self.geometry.shape[0] or left + delta.shape[1] > self.geometry.shape[1]:
             raise ValueError(f"paste needs a change (h, w, 3) inside the {self.geometry.shape} grid, got "
                              f"{delta.shape} at {at}")
-        box = align.mask_box(np.any(delta != 0, axis=-1))
+        box = _changed_box(delta)
         if box is None:
             return
         self.frame._frame.make_writable()  # copies the decoder's buffer if it is still referenced
@@ -458,6 +459,17 @@ class FrameView:
         if self.frame._colour.add_change(region, factors, change):
             self.frame._rgb = None
             self.frame.pasted = True
+
+
+def _changed_box(delta: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounding box (x0, y0, x1, y1) of the pixels of a change (h, w, 3) with any channel non-zero, or None:
+    one OpenCV pass over the samples as a (h, 3w) image, where numpy's any over 3 channels cost 25 times as
+    much."""
+    h, w = delta.shape[:2]
+    x, y, width, height = cv2.boundingRect(cv2.compare(np.ascontiguousarray(delta).reshape(h, w * 3), 0, cv2.CMP_NE))
+    if not width:
+        return None
+    return x // 3, y, -(-(x + width) // 3), y + height
 
 
 # Pixel formats whose samples are not one component per plane (or are big-endian) are converted at

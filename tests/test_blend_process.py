@@ -157,3 +157,24 @@ def test_identity_is_sampled_from_the_measured_frames_only(clip, monkeypatch):
     # a run all in the context frames (a track that ends at the chunk border) is not measured at all
     before, after, embedded = identity(0, 5, range(5, 10))
     assert before == after == [] and embedded == 0
+
+
+def test_temporal_errors_are_the_mean_squared_change_inside_the_face_mask():
+    """Against float64 written out per channel and pixel: the change's squares summed over R, G and B,
+    averaged over the pixels where the face mask exceeds 1/2, on a 0..1 scale, x1000. Every channel changes,
+    and the pixels outside the mask change far more, so a dropped mask, channel or scale shows."""
+    from pipeline.align import crop_mask
+    from pipeline.process import temporal_errors
+
+    size = 96
+    rng = np.random.default_rng(11)
+    face = crop_mask(size) > 0.5
+    crops = (rng.uniform(20, 235, (size, size, 3)) + rng.normal(0, 6, (4, size, size, 3))).astype(np.float32)
+    crops[:, ~face] = rng.uniform(0, 255, (4, int((~face).sum()), 3))  # outside the face: a change 10x larger
+    expected = []
+    for before, after in zip(crops[:-1], crops[1:]):
+        squares = sum((after[..., c].astype(np.float64) - before[..., c].astype(np.float64)) ** 2 for c in range(3))
+        expected.append(1000.0 * float(squares[face].mean()) / 255.0 ** 2)
+    assert np.allclose(temporal_errors(crops), expected, rtol=1e-5, atol=0)
+    assert np.allclose(temporal_errors(list(crops)), expected, rtol=1e-5, atol=0)
+    assert temporal_errors(crops[:1]) == []

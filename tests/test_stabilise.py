@@ -73,6 +73,32 @@ def test_a_frame_depends_only_on_its_radius():
     assert np.array_equal(whole, part)
 
 
+def test_parts_side_by_side_give_the_numbers_of_one_part(monkeypatch):
+    """A run cut into parts, each stabilised with the RADIUS crops of context it needs on each side, gives
+    what one part gives, bit for bit, also around an occluder (where the chained confidences matter)."""
+    import pipeline.stabilise as stabilise_module
+
+    inputs = _moving(3 * RADIUS + 7)
+    inputs[RADIUS + 3] = inputs[RADIUS + 3].copy()
+    inputs[RADIUS + 3][40:90, 40:90] = 0.0
+    rng = np.random.default_rng(9)
+    restored = [x + rng.normal(0, 4, x.shape).astype(np.float32) for x in inputs]
+    monkeypatch.setattr(stabilise_module, "PART_CROPS", len(inputs))
+    whole = stabilise(inputs, restored, 0.8)
+    parts = []
+    cut = stabilise_module._stabilise_part
+    monkeypatch.setattr(stabilise_module, "_stabilise_part", lambda *args: parts.append(args[-1]) or cut(*args))
+    monkeypatch.setattr(stabilise_module, "PART_CROPS", 3)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(5)
+    try:
+        steady = stabilise(inputs, restored, 0.8)
+    finally:
+        cv2.setNumThreads(threads)
+    assert len(parts) == 5 and [k for part in parts for k in part] == list(range(len(inputs)))
+    assert all(np.array_equal(a, b) for a, b in zip(steady, whole, strict=True))
+
+
 def _bilinear(image, maps):
     """image (H, W, C) sampled at maps' (x, y), clamped at the borders: cv2.remap's INTER_LINEAR with
     BORDER_REPLICATE, written out in float64."""

@@ -129,6 +129,28 @@ def test_paste_of_a_zero_change_writes_nothing(clips, clip):
     assert not frame.pasted and all(np.array_equal(a, b) for a, b in zip(frame.planes(), before, strict=True))
 
 
+def test_the_changed_box_holds_every_pixel_with_a_non_zero_channel():
+    """paste's box: the pixels where any of R, G, B is non-zero, also where only one channel is, at the
+    edges; -0.0 is no change; an all-zero change has no box."""
+    from pipeline.video import _changed_box
+
+    rng = np.random.default_rng(2)
+    for trial in range(40):
+        h, w = rng.integers(1, 30, 2)
+        delta = np.zeros((h, w, 3), np.float32)
+        delta[rng.integers(0, h), rng.integers(0, w), rng.integers(0, 3)] = -0.0
+        for _ in range(trial % 4):  # none to three single-channel changes anywhere
+            delta[rng.integers(0, h), rng.integers(0, w), rng.integers(0, 3)] = rng.choice([-1e-30, 0.5, 200.0])
+        ys, xs = np.nonzero((delta[..., 0] != 0) | (delta[..., 1] != 0) | (delta[..., 2] != 0))
+        expected = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if len(xs) else None
+        assert _changed_box(delta) == expected
+    for channel in range(3):  # only one channel of the first or the last column
+        for column in (0, 4):
+            delta = np.zeros((3, 5, 3), np.float32)
+            delta[1, column, channel] = 1.0
+            assert _changed_box(delta) == (column, 1, column + 1, 2)
+
+
 def test_pix_fmt_keeps_depth_family():
     assert choose_pix_fmt("libx264", "yuv420p") == "yuv420p"
     assert choose_pix_fmt("libx264", "yuv420p10le") == "yuv420p10le"
