@@ -103,8 +103,10 @@ def restore_run(crops: np.ndarray, track_refs, restorer, batch_size: int, scale:
     radius = int(getattr(restorer, "temporal_radius", 0))
     keep = max(batch_size, MIN_RUN, CALL_PIXELS // (crops.shape[1] * crops.shape[2])) if radius else max(batch_size, 1)
     told = {"scale": scale} if getattr(restorer, "crop_size", align.CROP_SIZE) is None else {}
-    # equal parts, so the last call is never a sliver (a temporal window there would lack neighbours)
-    parts = max(1, -(-len(crops) // keep))
+    # equal parts, so the last call is never a sliver (a temporal window there would lack neighbours), and as
+    # few as keep about `keep` crops each beyond their context (none holds more than keep + 3r): a run of
+    # keep + 2r crops is one call, where two would restore 2r context crops only to drop them
+    parts = max(1, -(-(len(crops) - 2 * radius) // keep))
     bounds = np.linspace(0, len(crops), parts + 1).round().astype(int)
     out: list[np.ndarray] = []
     for start, stop in zip(bounds[:-1], bounds[1:]):

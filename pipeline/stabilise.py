@@ -28,7 +28,7 @@ RADIUS = 4  # frames each side
 FB_TOLERANCE = 0.5  # px at flow size; forward-backward mismatch where a link's confidence is exp(-1/2)
 CHANGE_TOLERANCE = 3.0  # x the input's own noise: a moved input differing more than this is not the same point
 CHANGE_BLUR = 1.5  # px at flow size; the change test is on blurred images so noise does not count
-PART_CROPS = 16  # crops a part has at least: each part makes its context's links and chains again
+PART_CROPS = 8  # crops a part has at least: each part makes its context's links and chains again (as fusion's)
 
 
 class _Links:

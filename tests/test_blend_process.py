@@ -178,3 +178,31 @@ def test_temporal_errors_are_the_mean_squared_change_inside_the_face_mask():
     assert np.allclose(temporal_errors(crops), expected, rtol=1e-5, atol=0)
     assert np.allclose(temporal_errors(list(crops)), expected, rtol=1e-5, atol=0)
     assert temporal_errors(crops[:1]) == []
+
+
+class Recording(WindowMean):
+    """WindowMean that records the length of every call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def restore(self, crops, refs):
+        self.calls.append(len(crops))
+        return super().restore(crops, refs)
+
+
+@pytest.mark.parametrize("n", [8, 9, 20, 23])
+def test_a_run_is_cut_into_the_fewest_calls_with_context_and_the_same_crops(n, monkeypatch):
+    from pipeline import process
+
+    monkeypatch.setattr(process, "MIN_RUN", 4)
+    monkeypatch.setattr(process, "CALL_PIXELS", 0)
+    r, keep = WindowMean.temporal_radius, 4
+    crops = np.random.default_rng(n).uniform(0, 255, (n, 8, 8, 3)).astype(np.float32)
+    restorer = Recording()
+    cut = process.restore_run(crops, None, restorer, 1, 1.0)
+    whole = WindowMean().restore(torch.from_numpy(crops / 255.0).permute(0, 3, 1, 2), None)
+    assert np.allclose(np.stack(cut), whole.permute(0, 2, 3, 1).numpy() * 255.0, atol=0.01)
+    # a run of keep + 2r crops is one call; longer ones the fewest calls of about keep crops and their context
+    assert len(restorer.calls) == max(1, -(-(n - 2 * r) // keep))
+    assert max(restorer.calls) <= keep + 3 * r

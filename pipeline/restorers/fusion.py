@@ -71,9 +71,10 @@ MAX_GAIN = 3.0  # the deconvolution amplifies no frequency more than this
 SPECTRUM_BINS = 48  # radial frequency bins of a crop's power spectra
 EPS = 1e-6
 # at least this many crops per part of a run restored on its own thread (a part also flows the 2r crops
-# around it): 42 crops of 640 px, a call the largest faces get, cost the same CPU in two parts as in one
-# (7.85 and 7.92 s)
-PART_CROPS = 16
+# around it, a few neighbouring flows more): 23 crops of 640 px, a call of the largest faces, cost no more
+# CPU in two parts than in one (5.15-5.39 s against 5.55-5.72, scratch /work/exp/parts_cost.py) in 0.70x
+# the time; at 16 crops such calls ran on one thread
+PART_CROPS = 8
 
 
 # luma and two colour differences: linear and exactly invertible (rows applied to RGB by cv2.transform)
