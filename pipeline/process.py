@@ -190,9 +190,10 @@ def restore_frames(frames: list, trackset, refs: dict | None, restorer, cfg, sta
 
 def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, stats: dict | None,
                       embedder, measured: range | None) -> None:
-    """Runs one after another through two threads: this one crops and restores run k+1 while the other
-    stabilises, measures, blends and pastes run k (the restorer is called from one thread only, in run
-    order; everything after it follows run order too, so the output does not depend on the timing)."""
+    """Runs one after another through three threads: one crops run k+2 while this one restores run k+1 and
+    the third stabilises, measures, blends and pastes run k (the restorer is called from this thread only,
+    in run order; everything before and after it follows run order too, so the output does not depend on
+    the timing)."""
     frames_by_index = {frame.index: frame for frame in frames}
     batch_size = cfg.restore.batch_size or DEFAULT_BATCH
     changes: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -218,20 +219,30 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
                 if pasted is not None:
                     frame.paste(*pasted)
 
-    # one run in the second thread at a time: at most two runs' crops are held (bounded memory), and a
-    # frame is never pasted while a run through it still has to be cropped
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="blend") as finisher:
+    def cut(run: _Run) -> tuple[np.ndarray, np.ndarray, float]:
+        """A run's crop transforms, its crops and how many crop pixels a source pixel became."""
+        transforms = np.stack(run.transforms)
+        size, run.zoom = crop_geometry(transforms, restorer)
+        transforms = align.crop_transforms(transforms, size, run.zoom)
+        # on the restorer's grid from the start: the restorer and the stabiliser see the same numbers, so the
+        # stabiliser finds the flows fusion computed between them (crop_flow's cache)
+        crops = crops_on_grid(np.stack([frames_by_index[i].face_crops(transforms[k:k + 1], size)[0]
+                                        for k, i in enumerate(run.frame_indices)]))
+        return transforms, crops, float(np.median(align.transform_scale(transforms)))
+
+    # Three threads, each taking the runs in order: the next run is cut while this one is restored (cutting
+    # on this thread left the restorer's cores idle), and the previous one is finished on the third. At most
+    # three runs' crops are held (bounded memory); a frame is pasted only once every run through it is
+    # finished, so never while one of them is still to be cut.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cut") as cutter, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="blend") as finisher:
         pending: Future | None = None
-        for run in runs:
-            transforms = np.stack(run.transforms)
-            size, run.zoom = crop_geometry(transforms, restorer)
-            transforms = align.crop_transforms(transforms, size, run.zoom)
-            # on the restorer's grid from the start: the restorer and the stabiliser see the same numbers,
-            # so the stabiliser finds the flows fusion computed between them (crop_flow's cache)
-            crops = crops_on_grid(np.stack([frames_by_index[i].face_crops(transforms[k:k + 1], size)[0]
-                                            for k, i in enumerate(run.frame_indices)]))
+        upcoming = cutter.submit(cut, runs[0]) if runs else None
+        for k, run in enumerate(runs):
+            transforms, crops, scale = upcoming.result()
+            if k + 1 < len(runs):
+                upcoming = cutter.submit(cut, runs[k + 1])
             track_refs = refs.get(run.track.track_id) if refs else None
-            scale = float(np.median(align.transform_scale(transforms)))
             restored = restore_run(crops, track_refs, restorer, batch_size, scale)
             if pending is not None:
                 pending.result()
