@@ -112,10 +112,13 @@ def generated_clip(folder: Path, frames: int) -> Path:
 
 
 def one_pass(clip: Path, overrides: list[str], timer: StageTimer, folder: Path) -> dict:
-    from pipeline import run
+    from pipeline import crop_flow, run
     from pipeline.config import load_config
 
     cfg = load_config("default", ["run.executor=local", *overrides])
+    # every pass starts cold, as a restore in a new process does: the flow cache is keyed by the crops'
+    # content and would otherwise hand a repeated pass the flows of the previous one
+    crop_flow._cache = crop_flow._FlowCache(crop_flow.CACHE_BYTES)
     load_before = os.getloadavg()[0]
     timer.take()
     began, cpu_began = time.perf_counter(), time.process_time()
