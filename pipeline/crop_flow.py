@@ -11,7 +11,8 @@ Only neighbouring crops are matched by DIS; the flow between crops further apart
 neighbouring flows composed: 2 matches a crop instead of 10 for fusion's 11-frame window, for the same
 quality on the real and generated clips (benchmarks/README.md, issue 10). A neighbouring pair's flow
 depends on nothing but the two crops, so it is kept in a small cache keyed by their content: the
-stabilisation stage finds what fusion computed on the same crops.
+stabilisation stage finds what fusion computed on the same crops. Both cut a long run into the same kind
+of parts to work on side by side (`run_parts`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,20 @@ MIN_SIZE = 32
 PRESMOOTH = 0.7  # px at flow size; noise would otherwise pull the flow
 LUMA = np.array([[0.299, 0.587, 0.114]], np.float32)
 CACHE_BYTES = 64 << 20  # neighbouring flows kept for reuse (256 px flows: 64 crops' worth, both ways)
+# at least this many crops per part of a run worked on by its own thread (a part also takes the context
+# crops around it, and flows a few neighbouring pairs twice): 23 crops of 640 px, a call of the largest
+# faces, cost no more CPU in two parts than in one (fusion 5.15-5.39 s against 5.55-5.72, in 0.70x the
+# time; the stabiliser 0.79-0.93 s against 1.01-1.09 wall; scratch /work/exp/parts_cost.py); at 16 crops
+# such calls ran on one thread
+PART_CROPS = 8
+
+
+def run_parts(n: int) -> list[range]:
+    """Consecutive, equal parts of a run of n crops to work on side by side: as many as OpenCV's threads
+    (the cores this process was given; Ray tasks set them to theirs), each of PART_CROPS crops or more."""
+    count = max(1, min(cv2.getNumThreads(), n // PART_CROPS))
+    bounds = np.linspace(0, n, count + 1).round().astype(int)
+    return [range(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
 def flow_size(crop_size: int) -> int:

@@ -22,13 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
-from .crop_flow import RunFlows
+from .crop_flow import RunFlows, run_parts
 
 RADIUS = 4  # frames each side
 FB_TOLERANCE = 0.5  # px at flow size; forward-backward mismatch where a link's confidence is exp(-1/2)
 CHANGE_TOLERANCE = 3.0  # x the input's own noise: a moved input differing more than this is not the same point
 CHANGE_BLUR = 1.5  # px at flow size; the change test is on blurred images so noise does not count
-PART_CROPS = 8  # crops a part has at least: each part makes its context's links and chains again (as fusion's)
 
 
 class _Links:
@@ -75,11 +74,10 @@ def stabilise(inputs: list[np.ndarray], restored: list[np.ndarray], strength: fl
     if strength <= 0 or n < 2:
         return list(restored)
     restored = [np.asarray(r, np.float32) for r in restored]
-    parts = max(1, min(cv2.getNumThreads(), n // PART_CROPS))
-    bounds = np.linspace(0, n, parts + 1).round().astype(int)
+    parts = run_parts(n)
     stabilise_part = functools.partial(_stabilise_part, inputs, restored, strength)
-    with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="stabilise") as pool:
-        steady = pool.map(stabilise_part, [range(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])])
+    with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="stabilise") as pool:
+        steady = pool.map(stabilise_part, parts)
         return [crop for part in steady for crop in part]
 
 

@@ -145,11 +145,12 @@ def test_outlier_neighbour_is_rejected():
 def test_a_run_restored_in_parts_on_threads_is_the_run_restored_whole():
     """Parts of a run go to OpenCV's threads, each with the windows it needs: the same numbers as one
     part (a part that took its windows from its own ends would differ next to the cut)."""
+    from pipeline import crop_flow
     from pipeline.restorers import fusion
 
     rng = np.random.default_rng(1)
     texture = cv2.resize(rng.uniform(0, 255, (12, 12, 3)).astype(np.float32), (64, 64))
-    run = np.stack([np.roll(texture, k, axis=1) + rng.normal(0, 6, texture.shape) for k in range(2 * fusion.PART_CROPS)])
+    run = np.stack([np.roll(texture, k, axis=1) + rng.normal(0, 6, texture.shape) for k in range(2 * crop_flow.PART_CROPS)])
     threads = cv2.getNumThreads()
     try:
         cv2.setNumThreads(1)

@@ -77,18 +77,19 @@ def test_parts_side_by_side_give_the_numbers_of_one_part(monkeypatch):
     """A run cut into parts, each stabilised with the RADIUS crops of context it needs on each side, gives
     what one part gives, bit for bit, also around an occluder (where the chained confidences matter)."""
     import pipeline.stabilise as stabilise_module
+    from pipeline import crop_flow
 
     inputs = _moving(3 * RADIUS + 7)
     inputs[RADIUS + 3] = inputs[RADIUS + 3].copy()
     inputs[RADIUS + 3][40:90, 40:90] = 0.0
     rng = np.random.default_rng(9)
     restored = [x + rng.normal(0, 4, x.shape).astype(np.float32) for x in inputs]
-    monkeypatch.setattr(stabilise_module, "PART_CROPS", len(inputs))
+    monkeypatch.setattr(crop_flow, "PART_CROPS", len(inputs))
     whole = stabilise(inputs, restored, 0.8)
     parts = []
     cut = stabilise_module._stabilise_part
     monkeypatch.setattr(stabilise_module, "_stabilise_part", lambda *args: parts.append(args[-1]) or cut(*args))
-    monkeypatch.setattr(stabilise_module, "PART_CROPS", 3)
+    monkeypatch.setattr(crop_flow, "PART_CROPS", 3)
     threads = cv2.getNumThreads()
     cv2.setNumThreads(5)
     try:

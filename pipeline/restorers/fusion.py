@@ -29,7 +29,7 @@ import numpy as np
 import scipy.fft
 import torch
 
-from ..crop_flow import RunFlows
+from ..crop_flow import RunFlows, run_parts
 from .base import TrackRefs, check_crops, tensor_to_crops
 
 TEMPORAL_RADIUS = 5  # 11 frames per window
@@ -70,11 +70,6 @@ MAX_PSF = 4.0  # px; never deconvolve wider than this, whatever the estimate
 MAX_GAIN = 3.0  # the deconvolution amplifies no frequency more than this
 SPECTRUM_BINS = 48  # radial frequency bins of a crop's power spectra
 EPS = 1e-6
-# at least this many crops per part of a run restored on its own thread (a part also flows the 2r crops
-# around it, a few neighbouring flows more): 23 crops of 640 px, a call of the largest faces, cost no more
-# CPU in two parts than in one (5.15-5.39 s against 5.55-5.72, scratch /work/exp/parts_cost.py) in 0.70x
-# the time; at 16 crops such calls ran on one thread
-PART_CROPS = 8
 
 
 # luma and two colour differences: linear and exactly invertible (rows applied to RGB by cv2.transform)
@@ -261,11 +256,10 @@ def restore_run(images: np.ndarray, scale: float, radius: int = TEMPORAL_RADIUS)
     images = images.astype(np.float32)
     yuv = _to_yuv(images)
     out = np.empty_like(yuv)
-    parts = max(1, min(cv2.getNumThreads(), len(yuv) // PART_CROPS))
-    bounds = np.linspace(0, len(yuv), parts + 1).round().astype(int)
+    parts = run_parts(len(yuv))
     restore_part = functools.partial(_restore_part, images, yuv, out, scale=scale, radius=radius)
-    with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="fusion") as pool:
-        list(pool.map(restore_part, [range(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]))
+    with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="fusion") as pool:
+        list(pool.map(restore_part, parts))
     rgb = _to_rgb(out)
     return np.clip(rgb, 0, 255, out=rgb)
 
