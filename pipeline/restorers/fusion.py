@@ -79,17 +79,9 @@ _RGB = np.linalg.inv(_YUV.astype(np.float64)).astype(np.float32)
 
 def _to_yuv(rgb: np.ndarray) -> np.ndarray:
     """float RGB (N, H, W, 3) -> luma and its two colour differences per pixel, (N, H, W, 3)."""
-    return _transform(rgb, _YUV)
-
-
-def _to_rgb(yuv: np.ndarray) -> np.ndarray:
-    return _transform(yuv, _RGB)
-
-
-def _transform(images: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    out = np.empty(images.shape, np.float32)
-    for k, image in enumerate(images):
-        cv2.transform(image, matrix, dst=out[k])
+    out = np.empty(rgb.shape, np.float32)
+    for image, converted in zip(rgb, out):
+        cv2.transform(image, _YUV, dst=converted)
     return out
 
 
@@ -253,34 +245,34 @@ def restore_run(images: np.ndarray, scale: float, radius: int = TEMPORAL_RADIUS)
     run is cut into consecutive parts restored side by side on OpenCV's threads (the cores this process
     was given), each part with the windows it needs, for the same numbers as one part.
     """
-    images = images.astype(np.float32)
-    yuv = _to_yuv(images)
-    out = np.empty_like(yuv)
-    parts = run_parts(len(yuv))
-    restore_part = functools.partial(_restore_part, images, yuv, out, scale=scale, radius=radius)
+    images = np.asarray(images, np.float32)
+    out = np.empty(images.shape, np.float32)
+    parts = run_parts(len(images))
+    restore_part = functools.partial(_restore_part, images, out, scale=scale, radius=radius)
     with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="fusion") as pool:
         list(pool.map(restore_part, parts))
-    rgb = _to_rgb(out)
-    return np.clip(rgb, 0, 255, out=rgb)
+    return out
 
 
-def _restore_part(images: np.ndarray, yuv: np.ndarray, out: np.ndarray, part: range, *, scale: float,
-                  radius: int) -> None:
-    """Fill out[part] (yuv) from the crops the part's windows reach, flowed on their own."""
-    n = len(yuv)
+def _restore_part(images: np.ndarray, out: np.ndarray, part: range, *, scale: float, radius: int) -> None:
+    """Fill out[part] (RGB, 0..255) from the crops the part's windows reach, flowed and converted to yuv on
+    their own (the colour conversions too run on the part's thread)."""
+    n = len(images)
     first = window(part.start, n, radius).start
     last = window(part.stop - 1, n, radius).stop
-    flows = PairFlows(images[first:last], yuv[first:last])
+    yuv = _to_yuv(images[first:last])
+    flows = PairFlows(images[first:last], yuv)
     for i in part:
         span = window(i, n, radius)
         flows.flows.forget_before(span.start - first)
-        fused, averaged = fuse(yuv[first:last], flows, i - first, range(span.start - first, span.stop - first))
+        fused, averaged = fuse(yuv, flows, i - first, range(span.start - first, span.stop - first))
         if averaged > 1.0:
             luma = fused[..., 0]
             # the noise left after averaging: what fusion removed, divided by the crops averaged
-            noise = (yuv[i, ..., 0] - luma) / np.sqrt(averaged)
+            noise = (yuv[i - first, ..., 0] - luma) / np.sqrt(averaged)
             fused[..., 0] = WienerFilter(luma, noise, estimate_psf_sigma(luma, scale))(luma)
-        out[i] = fused
+        cv2.transform(fused, _RGB, dst=out[i])
+        np.clip(out[i], 0, 255, out=out[i])
 
 
 class FusionRestorer:
