@@ -291,4 +291,6 @@ class FusionRestorer:
     def restore(self, crops: torch.Tensor, refs: list[TrackRefs] | None = None, scale: float = 1.0) -> torch.Tensor:
         check_crops(crops, self.crop_size)
         out = restore_run(tensor_to_crops(crops), scale, self.temporal_radius)
-        return torch.from_numpy(out / 255.0).permute(0, 3, 1, 2).to(crops.dtype).to(crops.device)
+        # scaled in place: a float64 quotient and its float32 copy were two more stacks of fresh memory
+        np.divide(out, np.float32(255), out=out)
+        return torch.from_numpy(out).permute(0, 3, 1, 2).to(crops.dtype).to(crops.device)
