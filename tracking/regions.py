@@ -46,17 +46,17 @@ def merged_boxes(boxes: list[np.ndarray]) -> list[np.ndarray]:
     return boxes
 
 
+def _padded(size: int) -> int:
+    return -(-size // ALIGN) * ALIGN
+
+
 def _aligned(lo: float, hi: float, limit: int) -> tuple[int, int]:
     """[lo, hi) widened to multiples of ALIGN (the network's strides then fall on the same pixels as
     in a whole scan, so a face gives the same outputs) and clipped to [0, limit)."""
     lo, hi = max(0, int(np.floor(lo))), min(limit, int(np.ceil(hi)))
     if hi <= lo:  # expected outside the image
         return 0, 0
-    return lo // ALIGN * ALIGN, min(limit, -(-hi // ALIGN) * ALIGN)
-
-
-def _padded(size: int) -> int:
-    return -(-size // ALIGN) * ALIGN
+    return lo // ALIGN * ALIGN, min(limit, _padded(hi))
 
 
 def detector_cost(shapes: list[tuple[int, int]]) -> int:
