@@ -9,7 +9,7 @@ from pipeline.config import load_config
 from tracking import detectors
 from tracking.detect import detect_chunk
 from tracking.detectors import box_iou, get_detector
-from tracking.regions import ALIGN, search_regions
+from tracking.regions import ALIGN, RUN_PIXELS, detector_cost, search_regions
 
 from tracking_clips import PEOPLE, face_patch, smooth_background
 
@@ -121,6 +121,27 @@ def test_search_regions_are_stride_aligned_merged_and_give_way_to_a_whole_scan()
     assert third[0] <= 60 and third[2] >= 180 and third[2] - third[0] <= 160
     assert search_regions([np.array([100, 60, 540, 300])], image, 1.0) is None  # most of the image
     assert search_regions([np.array([700, 400, 760, 460])], image, 1.0) == []  # outside it
+
+
+def test_regions_are_searched_while_they_cost_the_detector_less_than_a_whole_scan():
+    image = (360, 640, 3)  # a whole scan: 384x640 padded, one run
+    whole = RUN_PIXELS + 384 * 640
+    assert detector_cost([(360, 640)]) == whole
+    # regions of one shape are one batch: one run's cost, not two
+    assert detector_cost([(96, 96), (96, 96)]) == RUN_PIXELS + 2 * 96 * 96
+    assert detector_cost([(96, 96), (96, 128)]) == 2 * RUN_PIXELS + 96 * 96 + 96 * 128
+    # two 90 px faces on either side, each region grown by a face size: 76% of the image in two runs, 0.83
+    # of a whole scan's cost: searched as regions
+    sides = [np.array([40, 110, 130, 200]), np.array([440, 110, 530, 200])]
+    regions = search_regions(sides, image, 1.0)
+    assert regions is not None and len(regions) == 2
+    assert sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in regions) > 0.7 * 360 * 640
+    # eight faces of different sizes over the frame: half the image, but six shapes, six runs, cost more
+    # than one whole scan
+    scattered = [np.array([x, y, x + size, y + size]) for x, y, size in
+                 [(30, 30, 12), (250, 30, 24), (480, 30, 36), (30, 250, 48), (250, 240, 60), (500, 260, 8),
+                  (380, 170, 16), (140, 160, 20)]]
+    assert search_regions(scattered, image, 1.0) is None
 
 
 def test_a_face_lost_behind_something_is_looked_for_where_it_was_heading(pillar, monkeypatch):

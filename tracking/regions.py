@@ -1,10 +1,11 @@
 """Where to look for faces between two whole-frame scans: around the boxes where the faces already
 followed are expected (Kalman prediction), in the pixels of the scan image.
 
-RetinaFace's cost grows with its input's pixels plus about a millisecond a run (this 2-core machine:
-640x384 ~30 CPU ms, 256x256 ~7, 160x160 ~4), so a frame with a few faces is searched for a fraction of
-a whole scan. Regions are cut from the same downscaled image a whole scan reads, so a face is detected
-from the same pixels and only the context beyond the region differs.
+RetinaFace's cost grows with its input's pixels plus a fixed cost a run (`RUN_PIXELS`), so a frame with
+a few faces is searched for a fraction of a whole scan, and where the regions would cost as much as the
+whole image, the whole image is scanned (it also finds new faces). Regions are cut from the same
+downscaled image a whole scan reads, so a face is detected from the same pixels and only the context
+beyond the region differs.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ import numpy as np
 
 REGION_GROWTH = 1.0  # a region reaches this many face sizes beyond the predicted box on each side (0.6
 # lost low-score faces on hamilton.mp4: RetinaFace uses context around a face)
-WHOLE_FRACTION = 0.6  # regions covering more of the image than this: the whole image costs about as much
-ALIGN = 32  # RetinaFace's coarsest stride: regions start and end on multiples of it
+ALIGN = 32  # RetinaFace's coarsest stride: regions start and end on multiples of it, inputs are padded to it
+# A detector run costs as much CPU as this many more input pixels: RetinaFace under ONNX Runtime (two
+# threads, CPU time of the whole process, 2-core x86_64) fitted on inputs of 64x64 to 640x384 as 2.4 ms
+# a run + 0.93 ms per 10,000 pixels. A fixed share of the image instead (60%) scanned the whole image
+# where two or three faces' regions cover 60-75% of it for about 0.75-0.85 of a whole scan's cost.
+RUN_PIXELS = 26_000
 
 
 def _area(box: np.ndarray) -> float:
@@ -41,19 +46,29 @@ def merged_boxes(boxes: list[np.ndarray]) -> list[np.ndarray]:
     return boxes
 
 
+def _padded(size: int) -> int:
+    return -(-size // ALIGN) * ALIGN
+
+
 def _aligned(lo: float, hi: float, limit: int) -> tuple[int, int]:
     """[lo, hi) widened to multiples of ALIGN (the network's strides then fall on the same pixels as
     in a whole scan, so a face gives the same outputs) and clipped to [0, limit)."""
     lo, hi = max(0, int(np.floor(lo))), min(limit, int(np.ceil(hi)))
     if hi <= lo:  # expected outside the image
         return 0, 0
-    return lo // ALIGN * ALIGN, min(limit, -(-hi // ALIGN) * ALIGN)
+    return lo // ALIGN * ALIGN, min(limit, _padded(hi))
+
+
+def detector_cost(shapes: list[tuple[int, int]]) -> int:
+    """Cost, in input pixels, of detecting images of these (height, width) shapes: the detector pads each
+    to multiples of ALIGN, and images of one shape are one batch, one run."""
+    return sum(RUN_PIXELS + shapes.count(shape) * _padded(shape[0]) * _padded(shape[1]) for shape in set(shapes))
 
 
 def search_regions(boxes: list[np.ndarray], image_shape: tuple[int, ...], scale: float) -> list[tuple[int, int, int, int]] | None:
     """Regions (x0, y0, x1, y1) of the scan image, `scale` times the frame, to search for faces
-    expected at `boxes` (frame pixels); None when they would cover so much of the image that a whole
-    scan costs about as much (and also finds new faces)."""
+    expected at `boxes` (frame pixels); None when detecting them would cost at least as much as a whole
+    scan (`detector_cost`), which also finds new faces."""
     h, w = image_shape[:2]
     grown = []
     for box in boxes:
@@ -66,6 +81,6 @@ def search_regions(boxes: list[np.ndarray], image_shape: tuple[int, ...], scale:
         y0, y1 = _aligned(b[1], b[3], h)
         if x1 > x0 and y1 > y0:
             regions.append((x0, y0, x1, y1))
-    if sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in regions) > WHOLE_FRACTION * h * w:
+    if detector_cost([(y1 - y0, x1 - x0) for x0, y0, x1, y1 in regions]) >= detector_cost([(h, w)]):
         return None
     return regions
