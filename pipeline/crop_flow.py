@@ -1,9 +1,9 @@
 """Dense optical flow between a track's face crops: one setting and one computation for fusion and the
 temporal stage.
 
-Crops are enlarged about 1.25x from the frame (process.crop_geometry), so flow is computed at half the
-crop size, a little under the face's own resolution: nothing much finer exists to follow. DIS's MEDIUM
-preset, because FAST stops refining at a quarter of the image's resolution: on real faces (expressions, head turns) its
+Crops are enlarged 1.5x from the frame (process.crop_geometry), so flow is computed at half the crop
+size, about the face's own resolution: nothing much finer exists to follow. DIS's MEDIUM preset, because FAST
+stops refining at a quarter of the image's resolution: on real faces (expressions, head turns) its
 misalignment was most of the temporal change fusion added (face E_warp over the input's 2.06 on hamilton
 with FAST at 128 px, 0.60 with MEDIUM at half crop size; benchmarks/README.md, issue 10).
 

@@ -28,10 +28,9 @@ MIN_RUN = 32  # crops a temporal restorer keeps per call, beyond its 2r context 
 CALL_PIXELS = 8 << 20
 # Restorers that take any crop size get each face near its own resolution, framed wider than FFHQ so
 # the paste mask covers the whole head (hair line, ears, jaw) and not only the inner face.
-# crop pixels per frame pixel: since fusion's deconvolution follows the crop's scale, 1.25 restores as well
-# as 1.5 (the 8 tune clips: +1.58 dB over the baseline at either, scratch harness) at 0.69 of the pixels,
-# which every full-size step after the cut costs; 1.0 lost 0.5 dB
-CROP_UPSAMPLE = 1.25
+# crop pixels per frame pixel: since fusion's deconvolution follows the crop's scale, 1.5 restores as well
+# as 2 (tuning grid: +1.55 dB over the baseline either way) at 0.56 of the pixels; 1.0 lost 0.5 dB
+CROP_UPSAMPLE = 1.5
 HEAD_ZOOM = 1.35  # the crop shows this many times the FFHQ framing
 # px; small faces cost little even enlarged 2x or more, and lose less to the warps in and out that way
 # (48 px faces of the tuning photos: +0.05 dB over 1.5x)
