@@ -22,7 +22,6 @@ from .restorers.base import crops_on_grid, crops_to_tensor, tensor_to_crops
 
 MASK_SMOOTH_SIGMA = 1.5  # frames; transforms (hence crops and paste masks) smoothed along each track
 DEFAULT_BATCH = 8  # crops per restorer call when restore.batch_size is 0 (auto) on the CPU
-AHEAD = 2  # runs cut ahead of the restorer, and runs waiting to be finished behind it, at most
 MIN_RUN = 32  # crops a temporal restorer keeps per call, beyond its 2r context crops
 # crop pixels a temporal restorer gets per call when they make more than MIN_RUN crops: the next call
 # computes the 2r context crops again (16% of hamilton's crops at MIN_RUN alone, 1.5% at this budget)
@@ -191,10 +190,10 @@ def restore_frames(frames: list, trackset, refs: dict | None, restorer, cfg, sta
 
 def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, stats: dict | None,
                       embedder, measured: range | None) -> None:
-    """Runs one after another through three threads: one crops the runs after the one this thread restores,
-    and the third stabilises, measures, blends and pastes the runs before it (the restorer is called from
-    this thread only, in run order; everything before and after it follows run order too, so the output
-    does not depend on the timing)."""
+    """Runs one after another through three threads: one crops run k+2 while this one restores run k+1 and
+    the third stabilises, measures, blends and pastes run k (the restorer is called from this thread only,
+    in run order; everything before and after it follows run order too, so the output does not depend on
+    the timing)."""
     frames_by_index = {frame.index: frame for frame in frames}
     batch_size = cfg.restore.batch_size or DEFAULT_BATCH
     changes: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -231,27 +230,25 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
                                         for k, i in enumerate(run.frame_indices)]))
         return transforms, crops, float(np.median(align.transform_scale(transforms)))
 
-    # Three threads, each taking the runs in order: runs are cut ahead while one is restored (cutting on this
-    # thread left the restorer's cores idle), and finished behind it on the third. Up to AHEAD runs wait on
-    # each side, so a run slow to cut or to finish (small faces cut slowly for what they cost to restore,
-    # large ones finish slowly) does not stop the restorer; at most 2 AHEAD + 1 runs' crops are held
-    # (bounded memory). A frame is pasted only once every run through it is finished, so never while one
-    # of them is still to be cut.
+    # Three threads, each taking the runs in order: the next run is cut while this one is restored (cutting
+    # on this thread left the restorer's cores idle), and the previous one is finished on the third. At most
+    # three runs' crops are held (bounded memory); a frame is pasted only once every run through it is
+    # finished, so never while one of them is still to be cut.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cut") as cutter, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="blend") as finisher:
-        upcoming = collections.deque(cutter.submit(cut, run) for run in runs[:AHEAD])
-        pending: collections.deque[Future] = collections.deque()
+        pending: Future | None = None
+        upcoming = cutter.submit(cut, runs[0]) if runs else None
         for k, run in enumerate(runs):
-            transforms, crops, scale = upcoming.popleft().result()
-            if k + AHEAD < len(runs):
-                upcoming.append(cutter.submit(cut, runs[k + AHEAD]))
+            transforms, crops, scale = upcoming.result()
+            if k + 1 < len(runs):
+                upcoming = cutter.submit(cut, runs[k + 1])
             track_refs = refs.get(run.track.track_id) if refs else None
             restored = restore_run(crops, track_refs, restorer, batch_size, scale)
-            if len(pending) == AHEAD:
-                pending.popleft().result()
-            pending.append(finisher.submit(finish, run, transforms, crops, restored))
-        for finished in pending:
-            finished.result()
+            if pending is not None:
+                pending.result()
+            pending = finisher.submit(finish, run, transforms, crops, restored)
+        if pending is not None:
+            pending.result()
 
 
 class ArrayFrame:
