@@ -192,19 +192,20 @@ def estimate_psf_sigma(luma: np.ndarray, scale: float) -> float:
     return float(sigma * np.clip((sigma - lo) / (hi - lo), 0.0, 1.0))
 
 
-@functools.lru_cache(maxsize=8)
-def _spectral_grid(size: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For crops of `size`: the reflect padding, the squared radial frequency of each rfft bin of the
-    padded image, its ring index and the number of bins in each ring, and the Hann window (the same for
-    every crop of a run: computed once)."""
-    pad = size // 4
-    n = size + 2 * pad
+@functools.lru_cache(maxsize=16)
+def _rings(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the rfft grid of an n x n image: each bin's squared radial frequency, its ring index
+    (SPECTRUM_BINS rings out to the corner) and the number of bins in each ring (the same for every crop
+    of a size: computed once)."""
     fy, fx = np.fft.fftfreq(n)[:, None], np.fft.rfftfreq(n)[None, :]
     radius2 = fx ** 2 + fy ** 2
     rings = np.minimum((np.sqrt(radius2 / radius2.max()) * SPECTRUM_BINS).astype(np.intp), SPECTRUM_BINS - 1).ravel()
-    counts = np.maximum(np.bincount(rings, minlength=SPECTRUM_BINS), 1)
-    hann = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
-    return pad, radius2.astype(np.float32), rings, counts, hann
+    return radius2.astype(np.float32), rings, np.maximum(np.bincount(rings, minlength=SPECTRUM_BINS), 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _hann(size: int) -> np.ndarray:
+    return np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
 
 
 class WienerFilter:
@@ -212,10 +213,15 @@ class WienerFilter:
     spectra (radially averaged), so frequencies the noise dominates are not amplified."""
 
     def __init__(self, fused: np.ndarray, noise: np.ndarray, sigma: float):
-        self.pad, radius2, rings, counts, hann = _spectral_grid(fused.shape[0])
-        signal, noise_power = (_radial_power(img, hann, rings, counts) for img in (fused, noise))
+        size = fused.shape[0]
+        # the spectra on the crop's own grid (padding would only interpolate them); the filter on the grid
+        # of the crop reflect-padded by a quarter of its side, which keeps the ringing of a periodic
+        # filter off the crop
+        self.pad = size // 4
+        signal, noise_power = (_radial_power(img) for img in (fused, noise))
         clean = np.maximum(signal - noise_power, EPS)
         wiener = (clean / (clean + noise_power)).astype(np.float32)  # per ring
+        radius2, rings, _ = _rings(size + 2 * self.pad)
         # 1 / the Gaussian's transfer function; capped where it would overflow (the gain is capped anyway)
         inverse_otf = np.exp(np.minimum(np.float32(2 * np.pi ** 2 * sigma ** 2) * radius2, 80.0))
         self.filter = np.minimum(wiener[rings].reshape(radius2.shape) * inverse_otf, MAX_GAIN)
@@ -228,10 +234,11 @@ class WienerFilter:
         return out[p:-p, p:-p].astype(np.float32)
 
 
-def _radial_power(img: np.ndarray, hann: np.ndarray, rings: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Power spectrum of the Hann-windowed image on the padded rfft grid, averaged over each ring."""
-    n = hann.shape[0] + 2 * (hann.shape[0] // 4)
-    spectrum = scipy.fft.rfft2((img - img.mean()) * hann, s=(n, n))
+def _radial_power(img: np.ndarray) -> np.ndarray:
+    """Power spectrum of the Hann-windowed image, averaged over each ring."""
+    hann = _hann(img.shape[0])
+    _, rings, counts = _rings(img.shape[0])
+    spectrum = scipy.fft.rfft2((img - img.mean()) * hann)
     power = np.square(spectrum.real) + np.square(spectrum.imag)
     return np.bincount(rings, power.ravel(), SPECTRUM_BINS) / counts / float(np.square(hann).sum())
 
