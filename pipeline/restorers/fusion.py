@@ -108,8 +108,10 @@ class PairFlows:
         return pulled, np.exp(-0.5 * mismatch / FB_TOLERANCE ** 2)
 
     def pull_luma(self, i: int, j: int) -> np.ndarray:
-        """Crop j's full-size luma warped onto crop i."""
-        return cv2.remap(self.lumas[j], self.flows.crop_map(i, j), None, cv2.INTER_CUBIC,
+        """Crop j's full-size luma warped onto crop i. Bilinear: crops are enlarged from the frame, so there
+        is little above half their Nyquist frequency for a cubic kernel to keep (the tune clips: 0.05 dB
+        less than cubic on average, a little less flicker, at 0.43 of the remap's time)."""
+        return cv2.remap(self.lumas[j], self.flows.crop_map(i, j), None, cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REPLICATE)
 
 
