@@ -206,8 +206,10 @@ def _rings(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=8)
-def _hann(size: int) -> np.ndarray:
-    return np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
+def _hann(size: int) -> tuple[np.ndarray, float]:
+    """The 2-D Hann window of a crop size and its energy (what a power spectrum is divided by)."""
+    hann = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
+    return hann, float(np.square(hann).sum())
 
 
 class WienerFilter:
@@ -238,11 +240,11 @@ class WienerFilter:
 
 def _radial_power(img: np.ndarray) -> np.ndarray:
     """Power spectrum of the Hann-windowed image, averaged over each ring."""
-    hann = _hann(img.shape[0])
+    hann, energy = _hann(img.shape[0])
     _, rings, counts = _rings(img.shape[0])
     spectrum = scipy.fft.rfft2((img - img.mean()) * hann)
     power = np.square(spectrum.real) + np.square(spectrum.imag)
-    return np.bincount(rings, power.ravel(), SPECTRUM_BINS) / counts / float(np.square(hann).sum())
+    return np.bincount(rings, power.ravel(), SPECTRUM_BINS) / counts / energy
 
 
 def restore_run(images: np.ndarray, scale: float, radius: int = TEMPORAL_RADIUS) -> np.ndarray:
