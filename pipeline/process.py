@@ -245,8 +245,10 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
         transforms = align.crop_transforms(transforms, size, run.zoom)
         # on the restorer's grid from the start: the restorer and the stabiliser see the same numbers, so the
         # stabiliser finds the flows fusion computed between them (crop_flow's cache)
-        crops = crops_on_grid(np.stack([frames_by_index[i].face_crops(transforms[k:k + 1], size)[0]
-                                        for k, i in enumerate(run.frame_indices)]))
+        crops = np.empty((len(run.frame_indices), size, size, 3), np.float32)  # filled in place: no copies
+        for k, i in enumerate(run.frame_indices):
+            frames_by_index[i].face_crops(transforms[k:k + 1], size, crops[k:k + 1])
+        crops = crops_on_grid(crops, crops)
         return transforms, crops, float(np.median(align.transform_scale(transforms)))
 
     # Three threads, each taking the runs in order: the next run is cut while this one is restored (cutting
@@ -287,8 +289,9 @@ class ArrayFrame:
     def views(self) -> list["ArrayFrame"]:
         return [self]
 
-    def face_crops(self, transforms: np.ndarray, size: int = align.CROP_SIZE) -> np.ndarray:
-        return align.warp_faces(self.rgb.astype(np.float32), transforms, size)
+    def face_crops(self, transforms: np.ndarray, size: int = align.CROP_SIZE,
+                   out: np.ndarray | None = None) -> np.ndarray:
+        return align.warp_faces(self.rgb.astype(np.float32), transforms, size, out)
 
     def paste(self, delta: np.ndarray, at: tuple[int, int] = (0, 0)) -> None:
         (top, left), (h, w) = at, delta.shape[:2]
