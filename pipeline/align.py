@@ -138,17 +138,18 @@ def smooth_transforms(transforms: np.ndarray, sigma: float) -> np.ndarray:
     return out.reshape(n, 2, 3).astype(np.float32)
 
 
-def warp_faces(frame_rgb: np.ndarray, transforms: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    """Aligned crops (N,size,size,3) of one frame, of its dtype (uint8 or float32); borders reflect so
-    restorers see no black edges."""
-    crops = np.empty((len(transforms), size, size, 3), frame_rgb.dtype)
+def warp_faces(frame_rgb: np.ndarray, transforms: np.ndarray, size: int = CROP_SIZE,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """Aligned crops (N,size,size,3) of one frame, of its dtype (uint8 or float32), into `out` when given;
+    borders reflect so restorers see no black edges."""
+    crops = np.empty((len(transforms), size, size, 3), frame_rgb.dtype) if out is None else out
     for i, m in enumerate(np.asarray(transforms, dtype=np.float64)):
         # Downscaling into the crop (face larger than the crop) needs area averaging, not point samples.
         if transform_scale(m[None])[0] < 0.7:
             crops[i] = _warp_downscaled(frame_rgb, m, size)
         else:
-            crops[i] = cv2.warpAffine(frame_rgb, m, (size, size), flags=cv2.INTER_CUBIC,
-                                      borderMode=cv2.BORDER_REFLECT101)
+            cv2.warpAffine(frame_rgb, m, (size, size), crops[i], flags=cv2.INTER_CUBIC,
+                           borderMode=cv2.BORDER_REFLECT101)
     return crops
 
 

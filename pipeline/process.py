@@ -174,7 +174,7 @@ def _record(stats: dict, embedder, run: _Run, crops: np.ndarray, restored: list[
 
 
 def restore_frames(frames: list, trackset, refs: dict | None, restorer, cfg, stats: dict | None = None,
-                   embedder=None, measured: range | None = None) -> None:
+                   embedder=None, measured: range | None = None, on_final=None) -> None:
     """Restore every tracked face in `frames` (pipeline.video.Frame objects) in their native planes.
 
     Each frame's pictures (`Frame.views()`: the frame, or each field of an interlaced one, so moving
@@ -183,17 +183,24 @@ def restore_frames(frames: list, trackset, refs: dict | None, restorer, cfg, sta
     e.g. tracking.embedders.get_embedder(cfg), and the tracks' embeddings). `measured`: the frames whose
     identity is sampled, e.g. a chunk's own (its context frames are measured by the chunks that own them,
     so a run wholly in the context, such as a track ending at a cut on the chunk border, costs no
-    embeddings); None: all."""
-    for k, views in enumerate(zip(*(frame.views() for frame in frames))):
-        _restore_pictures(list(views), trackset, refs, restorer, cfg, stats if k == 0 else None, embedder, measured)
+    embeddings); None: all. `on_final(frame)`, when given, is called with each frame in order as soon as
+    it and every frame before it are finished (from the face path's threads, one call at a time), so a
+    caller can encode them while later faces are still being restored."""
+    passes = list(zip(*(frame.views() for frame in frames)))
+    for k, views in enumerate(passes):
+        # a frame is final only after its last picture's pass
+        release = (lambda position: on_final(frames[position])) if on_final and k == len(passes) - 1 else None
+        _restore_pictures(list(views), trackset, refs, restorer, cfg, stats if k == 0 else None, embedder, measured,
+                          release)
 
 
 def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, stats: dict | None,
-                      embedder, measured: range | None) -> None:
+                      embedder, measured: range | None, on_final=None) -> None:
     """Runs one after another through three threads: one crops run k+2 while this one restores run k+1 and
     the third stabilises, measures, blends and pastes run k (the restorer is called from this thread only,
     in run order; everything before and after it follows run order too, so the output does not depend on
-    the timing)."""
+    the timing). Runs are taken in the order they start, so the pictures become final from the first
+    on: `on_final(position)` is told each one's position in `frames`, in order, as soon as it is."""
     frames_by_index = {frame.index: frame for frame in frames}
     batch_size = cfg.restore.batch_size or DEFAULT_BATCH
     changes: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -201,9 +208,19 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
     # only put the input's low-frequency noise back
     color_match = cfg.blend.color_match and not getattr(restorer, "keeps_colour", False)
     runs = _runs(frames_by_index, trackset)
+    # a picture's faces are pasted in track order whatever order their runs finish in (the same sums)
+    paste_order = {id(run): k for k, run in enumerate(runs)}
+    runs.sort(key=lambda run: run.frame_indices[0])
     # a frame is pasted as soon as the last run through it is blended: only frames that still wait
     # for another face hold their changes, not the whole chunk
     waiting = collections.Counter(index for run in runs for index in run.frame_indices)
+    released = 0  # frames[:released] are final and were told
+
+    def release() -> None:
+        nonlocal released
+        while on_final and released < len(frames) and not waiting[frames[released].index]:
+            on_final(released)
+            released += 1
 
     def finish(run: _Run, transforms: np.ndarray, crops: np.ndarray, restored: list[np.ndarray]) -> None:
         restored = stabilise(list(crops), restored, cfg.blend.temporal)
@@ -211,13 +228,15 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
             _record(stats, embedder, run, crops, restored, measured)
         for k, index in enumerate(run.frame_indices):
             change = blend.face_change(restored[k], crops[k], cfg.blend.strength, color_match)
-            changes.setdefault(index, []).append((change, transforms[k]))
+            changes.setdefault(index, []).append((paste_order[id(run)], change, transforms[k]))
             waiting[index] -= 1
             if not waiting[index]:
                 frame = frames_by_index[index]
-                pasted = blend.paste_changes(frame.geometry, changes.pop(index), cfg.blend.feather)
+                faces = [(change, transform) for _, change, transform in sorted(changes.pop(index), key=lambda c: c[0])]
+                pasted = blend.paste_changes(frame.geometry, faces, cfg.blend.feather)
                 if pasted is not None:
                     frame.paste(*pasted)
+        release()
 
     def cut(run: _Run) -> tuple[np.ndarray, np.ndarray, float]:
         """A run's crop transforms, its crops and how many crop pixels a source pixel became."""
@@ -226,8 +245,10 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
         transforms = align.crop_transforms(transforms, size, run.zoom)
         # on the restorer's grid from the start: the restorer and the stabiliser see the same numbers, so the
         # stabiliser finds the flows fusion computed between them (crop_flow's cache)
-        crops = crops_on_grid(np.stack([frames_by_index[i].face_crops(transforms[k:k + 1], size)[0]
-                                        for k, i in enumerate(run.frame_indices)]))
+        crops = np.empty((len(run.frame_indices), size, size, 3), np.float32)  # filled in place: no copies
+        for k, i in enumerate(run.frame_indices):
+            frames_by_index[i].face_crops(transforms[k:k + 1], size, crops[k:k + 1])
+        crops = crops_on_grid(crops, crops)
         return transforms, crops, float(np.median(align.transform_scale(transforms)))
 
     # Three threads, each taking the runs in order: the next run is cut while this one is restored (cutting
@@ -236,6 +257,7 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
     # finished, so never while one of them is still to be cut.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cut") as cutter, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="blend") as finisher:
+        release()  # frames before the first face
         pending: Future | None = None
         upcoming = cutter.submit(cut, runs[0]) if runs else None
         for k, run in enumerate(runs):
@@ -267,8 +289,9 @@ class ArrayFrame:
     def views(self) -> list["ArrayFrame"]:
         return [self]
 
-    def face_crops(self, transforms: np.ndarray, size: int = align.CROP_SIZE) -> np.ndarray:
-        return align.warp_faces(self.rgb.astype(np.float32), transforms, size)
+    def face_crops(self, transforms: np.ndarray, size: int = align.CROP_SIZE,
+                   out: np.ndarray | None = None) -> np.ndarray:
+        return align.warp_faces(self.rgb.astype(np.float32), transforms, size, out)
 
     def paste(self, delta: np.ndarray, at: tuple[int, int] = (0, 0)) -> None:
         (top, left), (h, w) = at, delta.shape[:2]

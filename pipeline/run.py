@@ -31,6 +31,7 @@ from .config import Config
 from .errors import ReelfaceError
 from .manifest import (JOURNAL_NAME, LOCK_NAME, MANIFEST_NAME, Manifest, durable_replace, input_identity,
                        stage_digests)
+from .memory import keep_freed_memory
 from .outputs import written
 from .picture import describe
 from .plan import Chunk, plan_chunks
@@ -180,6 +181,7 @@ def restore(input: str | Path, output: str | Path, cfg: Config, overwrite: bool 
     `make_executor(cfg, make_restorer)` decides where the stages run (default: in this process).
     """
     source, target = Path(input), Path(output)
+    keep_freed_memory()  # the face path's large arrays reuse freed memory (pipeline/memory.py)
     info = probe(source)  # input errors (missing, not a video, corrupt) before any output check
     with_faces = make_restorer is not None or needs_faces(cfg.restore)  # a custom restorer may change pixels
     assembling = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Iterator
@@ -92,15 +93,23 @@ def render_stage(path: str, chunk: Chunk, info: Any, trackset: Any, refs: Any, r
                             f"{len(frames)} frames: the file may be truncated or changed during the run")
     stats: dict = {}
     measure = cfg.run.report and bool(trackset.tracks)
-    restore_frames(frames, trackset, refs, restorer, cfg, stats=stats if measure else None,
-                   embedder=report_embedder(cfg.track.embedder, cfg.detect.device) if measure else None,
-                   measured=range(chunk.start, chunk.stop))
     segment = Path(segment)
     tmp = partial_path(segment)
-    with VideoWriter(tmp, info, cfg.encode) as writer:
-        for frame in frames:
+    # frames are encoded on their own thread as soon as they are final, while later faces are restored:
+    # encoding after the last face left a core idle for the encoder's whole time
+    with VideoWriter(tmp, info, cfg.encode) as writer, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode") as encoder:
+        written: list[Future] = []
+
+        def encode(frame: Any) -> None:
             if chunk.start <= frame.index < chunk.stop:
-                writer.write(frame)
+                written.append(encoder.submit(writer.write, frame))
+
+        restore_frames(frames, trackset, refs, restorer, cfg, stats=stats if measure else None,
+                       embedder=report_embedder(cfg.track.embedder, cfg.detect.device) if measure else None,
+                       measured=range(chunk.start, chunk.stop), on_final=encode)
+        for done in written:
+            done.result()
     durable_replace(tmp, segment)
     return {"frames": chunk.frames, "seconds": round(time.perf_counter() - began, 3),
             "tracks": {track_id: own_frames(entry, chunk) for track_id, entry in stats.items()}}

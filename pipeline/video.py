@@ -424,10 +424,12 @@ class FrameView:
         rgb = self.frame._colour.to_working(region, factors)
         return rgb[box[0] - y0:box[1] - y0, box[2] - x0:box[3] - x0]
 
-    def face_crops(self, transforms: np.ndarray, size: int = align.CROP_SIZE) -> np.ndarray:
-        """Aligned crops (N, size, size, 3) float32 in 0..255 for display->crop transforms (N, 2, 3)."""
+    def face_crops(self, transforms: np.ndarray, size: int = align.CROP_SIZE,
+                   out: np.ndarray | None = None) -> np.ndarray:
+        """Aligned crops (N, size, size, 3) float32 in 0..255 for display->crop transforms (N, 2, 3), into
+        `out` when given (a caller gathering a run's crops: no copy of each)."""
         h, w = self.geometry.shape
-        crops = np.empty((len(transforms), size, size, 3), np.float32)
+        crops = np.empty((len(transforms), size, size, 3), np.float32) if out is None else out
         for k, m in enumerate(align.compose(transforms, self.geometry.to_display)):
             box = align.crop_box(m, size, (h, w), CROP_MARGIN)
             if box is None:  # the crop is all outside the picture: nothing there to restore
@@ -435,8 +437,8 @@ class FrameView:
                 continue
             x0, y0, x1, y1 = box
             region = self.working((y0, y1, x0, x1))
-            crops[k] = align.warp_faces(region, align.shift_origin(m, x0, y0)[None], size)[0]
-        return np.clip(crops, 0, 255)
+            align.warp_faces(region, align.shift_origin(m, x0, y0)[None], size, crops[k:k + 1])
+        return np.clip(crops, 0, 255, out=crops)
 
     def paste(self, delta: np.ndarray, at: tuple[int, int] = (0, 0)) -> None:
         """Add a change (h, w, 3 float, working space 0..255) whose top-left pixel is grid pixel `at`

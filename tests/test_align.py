@@ -98,3 +98,21 @@ def test_identity_round_trip_keeps_everything(face_video):
         h = original[k].shape[0]
         assert np.array_equal(after_native[:h][outside], native_before[k][:h][outside])
         assert psnr(frame.rgb, original[k], align.mask_box(mask)) >= 40.0
+
+
+def test_face_crops_written_into_a_runs_array_are_the_crops_made_alone(data_dir):
+    """The face path cuts a run straight into one array (no copy a crop): the same numbers as a crop made on
+    its own, for a decoded frame (its colour conversion) and for a plain RGB array, enlarged and shrunk."""
+    from pipeline.video import decode
+
+    view = next(iter(decode(data_dir / "clips" / "hamilton.mp4", 0, 1))).views()[0]
+    grow = np.array([[1.7, 0.05, -500.0], [-0.05, 1.7, -150.0]], np.float32)
+    transforms = np.stack([grow, grow * np.float32([[0.3], [0.3]])])  # the second one downscales
+    run = np.full((3, 96, 96, 3), -1.0, np.float32)  # a crop not written into it would stay -1
+    got = view.face_crops(transforms, 96, run[1:])
+    assert np.shares_memory(got, run) and np.array_equal(run[1:], view.face_crops(transforms, 96))
+    assert np.all(run[0] == -1.0)
+    rgb = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    out = np.zeros((2, 64, 64, 3), np.uint8)
+    assert align.warp_faces(rgb, transforms, 64, out) is out
+    assert np.array_equal(out, align.warp_faces(rgb, transforms, 64)) and out.any()

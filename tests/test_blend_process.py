@@ -118,6 +118,46 @@ def test_frames_are_pasted_as_their_last_face_is_restored(clip):
     assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(held[:3], alone[:3]))
 
 
+def test_frames_are_handed_over_in_order_as_soon_as_they_are_final(clip):
+    """on_final gets every frame once, in order, already pasted, and as soon as it and the frames before it
+    are done: with the people listed last-first, runs still start from the first frame, so the first
+    person's frames go to the encoder before the restorer is called for the third person."""
+    from dataclasses import replace
+
+    from tracking.faces import TrackSet
+
+    frames, trackset = clip
+    [track] = trackset.tracks
+
+    def part(track_id, lo, hi):
+        return replace(track, track_id=track_id, frames=track.frames[lo:hi], boxes=track.boxes[lo:hi],
+                       landmarks=track.landmarks[lo:hi], raw_landmarks=track.raw_landmarks[lo:hi],
+                       scores=track.scores[lo:hi], detected=track.detected[lo:hi])
+
+    last_first = TrackSet(tracks=[part(3, 6, 10), part(2, 3, 6), part(1, 0, 3)], cuts=[], frame_count=10)
+    cfg = load_config("default", ["restore.batch_size=8"])
+
+    class Counting(WindowMean):
+        calls = 0
+
+        def restore(self, crops, refs):
+            self.calls += 1
+            return super().restore(crops, refs)
+
+    restorer = Counting()
+    handed: list[tuple[int, int, np.ndarray]] = []
+    held = [ArrayFrame(i, f) for i, f in enumerate(frames)]
+    restore_frames(held, last_first, None, restorer, cfg,
+                   on_final=lambda frame: handed.append((frame.index, restorer.calls, frame.rgb.copy())))
+    assert [index for index, _, _ in handed] == list(range(10))
+    assert all(np.array_equal(rgb, held[index].rgb) for index, _, rgb in handed)  # final when handed over
+    assert restorer.calls == 3 and all(calls <= 2 for index, calls, _ in handed if index < 3)
+    unstreamed = [ArrayFrame(i, f) for i, f in enumerate(frames)]
+    restore_frames(unstreamed, last_first, None, Counting(), cfg)
+    assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(held, unstreamed))
+    assert not np.array_equal(held[0].rgb, frames[0])
+
+
 class CountingEmbedder:
     """Stands in for dlib: an 'embedding' of the crop's brightness; remembers how many faces it described."""
 

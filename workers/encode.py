@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import ray
 
+from pipeline.memory import keep_freed_memory
 from pipeline.stages import render_stage
 
 from pipeline.plan import Chunk
@@ -25,6 +26,7 @@ from .restore import PoolRestorer
 def _render_task(path: str, chunk: Chunk, info: Any, trackset: Any, refs: Any, restorer: PoolRestorer,
                  cfg: Any, segment: str) -> dict[str, Any]:
     match_threads_to_cpus()
+    keep_freed_memory()
     restorer.bind(chunk.index, refs)
     if not cfg.restore.batch_size and not restorer.temporal_radius:  # a temporal call goes whole anyway
         cfg = dataclasses.replace(cfg, restore=dataclasses.replace(cfg.restore, batch_size=restorer.call_crops))

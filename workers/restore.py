@@ -40,6 +40,7 @@ import ray
 import torch
 
 from pipeline.errors import ReelfaceError
+from pipeline.memory import keep_freed_memory
 from pipeline.restorers.base import CROP_SIZE, GRID, restorer_output
 
 from .balance import LeastLoaded
@@ -113,6 +114,7 @@ class RestoreActor:
     def __init__(self, make_restorer: RestorerFactory, batch_crops: int, batch_wait_s: float, balancer: Any,
                  index: int):
         self.balancer, self.index = balancer, index  # the pool's LeastLoaded, and this actor's place in it
+        keep_freed_memory()  # the restorer's large arrays reuse freed memory (pipeline/memory.py)
         try:
             self.restorer = make_restorer()
         except Exception as exc:

@@ -71,10 +71,10 @@ def crops_to_tensor(crops) -> torch.Tensor:
     return torch.from_numpy(_snap(np.divide(np.asarray(crops), np.float32(255), dtype=np.float32))).permute(0, 3, 1, 2)
 
 
-def crops_on_grid(crops) -> np.ndarray:
-    """tensor_to_crops(crops_to_tensor(crops)) without the tensors: new float32 crops (N, H, W, 3) in
-    0..255, clamped, on the grid (the same numbers)."""
-    values = np.divide(np.asarray(crops), np.float32(255), dtype=np.float32)
+def crops_on_grid(crops, out: np.ndarray | None = None) -> np.ndarray:
+    """tensor_to_crops(crops_to_tensor(crops)) without the tensors: float32 crops (N, H, W, 3) in 0..255,
+    clamped, on the grid (the same numbers), new or in `out` (which may be `crops` itself)."""
+    values = np.divide(np.asarray(crops), np.float32(255), out=out, dtype=np.float32)
     _snap(np.clip(values, 0, 1, out=values))
     values *= np.float32(255)
     return values
