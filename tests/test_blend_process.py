@@ -1,5 +1,7 @@
 """process.restore_frames: chunked runs give the same frames as one run (with the context it asks for)."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -81,23 +83,25 @@ def test_report_stats_are_collected(clip, tmp_path):
     assert heights[1] < heights[0]
 
 
+def _part(track, track_id: int, lo: int, hi: int):
+    """Entries lo..hi-1 of a track, as a track of its own."""
+    from dataclasses import replace
+
+    return replace(track, track_id=track_id, frames=track.frames[lo:hi], boxes=track.boxes[lo:hi],
+                   landmarks=track.landmarks[lo:hi], raw_landmarks=track.raw_landmarks[lo:hi],
+                   scores=track.scores[lo:hi], detected=track.detected[lo:hi])
+
+
 def test_frames_are_pasted_as_their_last_face_is_restored(clip):
     """A frame is pasted once every face in it is restored and blended, not when the whole batch of
     frames is done: with three people one after the other, the restorer works on the next person while
     the previous one is blended, so by the time it is called for the third, the first one's frames are
     final (a chunk holds the changes of at most two runs' frames, not of all its frames)."""
-    from dataclasses import replace
-
     from tracking.faces import TrackSet
 
     frames, trackset = clip
     [track] = trackset.tracks
-
-    def part(track_id, lo, hi):
-        return replace(track, track_id=track_id, frames=track.frames[lo:hi], boxes=track.boxes[lo:hi],
-                       landmarks=track.landmarks[lo:hi], raw_landmarks=track.raw_landmarks[lo:hi],
-                       scores=track.scores[lo:hi], detected=track.detected[lo:hi])
-
+    part = functools.partial(_part, track)
     three = TrackSet(tracks=[part(1, 0, 3), part(2, 3, 6), part(3, 6, 10)], cuts=[], frame_count=10)
     held = [ArrayFrame(i, f) for i, f in enumerate(frames)]
 
@@ -122,18 +126,11 @@ def test_frames_are_handed_over_in_order_as_soon_as_they_are_final(clip):
     """on_final gets every frame once, in order, already pasted, and as soon as it and the frames before it
     are done: with the people listed last-first, runs still start from the first frame, so the first
     person's frames go to the encoder before the restorer is called for the third person."""
-    from dataclasses import replace
-
     from tracking.faces import TrackSet
 
     frames, trackset = clip
     [track] = trackset.tracks
-
-    def part(track_id, lo, hi):
-        return replace(track, track_id=track_id, frames=track.frames[lo:hi], boxes=track.boxes[lo:hi],
-                       landmarks=track.landmarks[lo:hi], raw_landmarks=track.raw_landmarks[lo:hi],
-                       scores=track.scores[lo:hi], detected=track.detected[lo:hi])
-
+    part = functools.partial(_part, track)
     last_first = TrackSet(tracks=[part(3, 6, 10), part(2, 3, 6), part(1, 0, 3)], cuts=[], frame_count=10)
     cfg = load_config("default", ["restore.batch_size=8"])
 
