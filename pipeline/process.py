@@ -203,7 +203,7 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
     on: `on_final(position)` is told each one's position in `frames`, in order, as soon as it is."""
     frames_by_index = {frame.index: frame for frame in frames}
     batch_size = cfg.restore.batch_size or DEFAULT_BATCH
-    changes: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    changes: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}  # (paste order, change, transform)
     # a restorer whose low frequencies are the input's own (averaged) needs no colour match: it would
     # only put the input's low-frequency noise back
     color_match = cfg.blend.color_match and not getattr(restorer, "keeps_colour", False)
@@ -232,8 +232,8 @@ def _restore_pictures(frames: list, trackset, refs: dict | None, restorer, cfg, 
             waiting[index] -= 1
             if not waiting[index]:
                 frame = frames_by_index[index]
-                faces = [(change, transform) for _, change, transform in sorted(changes.pop(index), key=lambda c: c[0])]
-                pasted = blend.paste_changes(frame.geometry, faces, cfg.blend.feather)
+                faces = sorted(changes.pop(index), key=lambda face: face[0])
+                pasted = blend.paste_changes(frame.geometry, [face[1:] for face in faces], cfg.blend.feather)
                 if pasted is not None:
                     frame.paste(*pasted)
         release()
