@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 import numpy as np
 
@@ -26,9 +27,10 @@ TOP_PAD = 64 << 20  # bytes the heap grows by at a time
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 
 
+@functools.cache  # once a process: every Ray task calls it, and find_library runs ldconfig
 def keep_freed_memory() -> bool:
-    """Set this process's allocator as above; once is enough, again changes nothing. Returns whether the
-    allocator took it (glibc); elsewhere, or where numpy lacks its switch, that part stays as it was."""
+    """Set this process's allocator as above. Returns whether the allocator took it (glibc); elsewhere,
+    or where numpy lacks its switch, that part stays as it was."""
     set_advice = getattr(getattr(getattr(np, "_core", None), "multiarray", None), "_set_madvise_hugepage", None)
     if set_advice is not None:  # numpy's own switch (as NUMPY_MADVISE_HUGEPAGE=0 at its import)
         set_advice(False)
