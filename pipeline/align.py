@@ -12,13 +12,6 @@ import cv2
 import numpy as np
 
 CROP_SIZE = 512
-# Crops are cut from the frame and their changes pasted back with the same kernel. A restorer that removes
-# the input's noise can only remove what the round trip carries: frame - paste(cut(frame)) stays in the
-# output. Of white noise the round trip left 28% (rms) at 1.16 crop px a frame px (a large face, its crop at
-# the size cap) and 11% at 1.5 with the cubic kernel, and at 1.0 0-60% by the sub-pixel phase (flicker as a
-# face moves); with Lanczos' 8x8, 13.5%, 2.6% and 0-46% (scratch /work/exp/s18/roundtrip.py;
-# benchmarks/README.md, issue 10, stop 18).
-RESAMPLE = cv2.INTER_LANCZOS4
 
 # FFHQ alignment at 512 (left eye, right eye, nose, left mouth, right mouth), as used by the
 # GFPGAN/CodeFormer family: restorers trained on FFHQ expect faces exactly here.
@@ -155,7 +148,7 @@ def warp_faces(frame_rgb: np.ndarray, transforms: np.ndarray, size: int = CROP_S
         if transform_scale(m[None])[0] < 0.7:
             crops[i] = _warp_downscaled(frame_rgb, m, size)
         else:
-            cv2.warpAffine(frame_rgb, m, (size, size), crops[i], flags=RESAMPLE,
+            cv2.warpAffine(frame_rgb, m, (size, size), crops[i], flags=cv2.INTER_CUBIC,
                            borderMode=cv2.BORDER_REFLECT101)
     return crops
 

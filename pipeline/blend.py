@@ -54,7 +54,7 @@ def paste_changes(geometry, changes: list[tuple[np.ndarray, np.ndarray]], feathe
         # the warp into the face's own box only: the inverse map samples crop pixels for box pixels
         shifted = align.shift_origin(m_grid, x0, y0)
         m = align.unwarp(align.crop_mask(change.shape[0], feather=feather), shifted, (y1 - y0, x1 - x0))
-        d = align.unwarp(np.asarray(change, np.float32), shifted, (y1 - y0, x1 - x0), align.RESAMPLE)
+        d = align.unwarp(np.asarray(change, np.float32), shifted, (y1 - y0, x1 - x0), cv2.INTER_CUBIC)
         at = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
         delta[at] += np.multiply(d, m[..., None], out=d)
         weight[at] += m
