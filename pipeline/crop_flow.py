@@ -8,7 +8,7 @@ misalignment was most of the temporal change fusion added (face E_warp over the 
 with FAST at 128 px, 0.60 with MEDIUM at half crop size; benchmarks/README.md, issue 10).
 
 Only neighbouring crops are matched by DIS; the flow between crops further apart is the chain of
-neighbouring flows composed: 2 matches a crop instead of 10 for fusion's 11-frame window, for the same
+neighbouring flows composed: 2 matches a crop instead of 14 for fusion's 15-frame window, for the same
 quality on the real and generated clips (benchmarks/README.md, issue 10). A neighbouring pair's flow
 depends on nothing but the two crops, so it is kept in a small cache keyed by their content: the
 stabilisation stage finds what fusion computed on the same crops. Both cut a long run into the same kind

@@ -8,7 +8,7 @@ resolution, see process.crop_geometry):
    crop itself by more than the noise and the edge's slope explain (occlusion, blinks) or where the
    flow fails its forward-backward check, so outliers are rejected instead of smeared in. The crop
    itself, not the window's median, is what a neighbour must match: a blink or a word lasting three
-   frames of the eleven is this crop's content, not an outlier (against the median it was averaged away
+   frames of the fifteen is this crop's content, not an outlier (against the median it was averaged away
    on real clips);
 3. the average, now much less noisy, is Wiener-deconvolved: the Gaussian PSF's width is *estimated*
    from the run's own edges, relative to how much the crop enlarged its source (the caller's `scale`),
@@ -32,7 +32,13 @@ import torch
 from ..crop_flow import RunFlows, run_parts
 from .base import TrackRefs, check_crops, tensor_to_crops
 
-TEMPORAL_RADIUS = 5  # 11 frames per window
+# 15 frames per window. With the flows chained from neighbouring pairs (crop_flow), a longer window costs
+# pulls and weights, not matches: 7 against 5 took 1.2-1.3x the CPU per crop and raised the gain over the
+# baseline on every one of 40 dev clips (5 photos in no grid x 4 sizes x chain, down3: mean +0.48 ->
+# +0.63 dB, worst -0.11 -> +0.13) and on every tune clip (+1.56 -> +1.68); the agreement test keeps what
+# changes within the window (blinks, words) out of the average, as it did at 11 (benchmarks/README.md,
+# issue 10, stop 18)
+TEMPORAL_RADIUS = 7
 FB_TOLERANCE = 1.0  # px at flow size; forward-backward mismatch at which a neighbour's weight is exp(-1/2)
 AGREEMENT = 3.0  # a neighbour's weight is exp(-d^2 / 2 (AGREEMENT * noise)^2), d its blurred distance to the crop
 AGREEMENT_BLUR = 1.0  # px; distance measured on lightly blurred images so the noise itself does not count
