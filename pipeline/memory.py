@@ -31,8 +31,9 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 def keep_freed_memory() -> bool:
     """Set this process's allocator as above. Returns whether the allocator took it (glibc); elsewhere,
     or where numpy lacks its switch, that part stays as it was."""
-    set_advice = getattr(getattr(getattr(np, "_core", None), "multiarray", None), "_set_madvise_hugepage", None)
-    if set_advice is not None:  # numpy's own switch (as NUMPY_MADVISE_HUGEPAGE=0 at its import)
+    # numpy's own switch (as NUMPY_MADVISE_HUGEPAGE=0 at its import), private: numpy 2 keeps it here
+    set_advice = getattr(np._core.multiarray, "_set_madvise_hugepage", None)
+    if set_advice is not None:
         set_advice(False)
     name = ctypes.util.find_library("c")
     mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
