@@ -44,7 +44,6 @@ def test_paste_changes_feathers_inside_the_face_and_leaves_the_rest():
     assert blend.paste_changes(grid, [(change, align.estimate_transforms(landmarks + 5000)[0])], 0.1) is None
 
 
-
 @pytest.mark.parametrize("zoom, most", [(1.16, 0.23), (1.5, 0.07)])
 def test_a_crop_pasted_back_keeps_little_of_the_frame_it_replaced(zoom, most):
     """A restorer's output replaces the face: what the cut and the paste lose of the frame (fine noise, the
