@@ -24,6 +24,8 @@ import av
 import cv2
 import numpy as np
 
+from .video import flush_encoder
+
 
 def smooth_path(n_frames: int, seed: int, period: int = 48) -> np.ndarray:
     """(n_frames, 4) smooth random (dx, dy, angle, log_scale) in [-1, 1].
@@ -269,14 +271,14 @@ def _write_video(path: Path, frames: Iterable[np.ndarray], spec: ClipSpec) -> fl
         if spec.rotation:
             stream.set_display_rotation(spec.rotation)
         sws_matrix = {1: 1, 5: 5, 6: 5, 9: 9}.get(matrix)
-        last = step = 0
+        last = step = sent = 0
         for rgb, ts in zip(itertools.chain([first], frames), pts):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
                 format=spec.pix_fmt, src_color_range=2, dst_colorspace=sws_matrix, dst_color_range=rng, threads=1)
             frame.pts, frame.time_base = ts, spec.time_base
             out.mux(stream.encode(frame))
-            step, last = ts - last, ts
-        out.mux(stream.encode(None))
+            step, last, sent = ts - last, ts, sent + 1
+        out.mux(flush_encoder(stream, sent))
     return float((last + max(step, 1)) * spec.time_base)
 
 

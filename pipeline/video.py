@@ -704,9 +704,25 @@ class VideoWriter:
                                dst_color_range=rgb_to_dst["dst_color_range"], threads=1)
 
     def close(self) -> None:
-        for packet in self._stream.encode(None):
+        for packet in flush_encoder(self._stream, self.frames):
             self._container.mux(packet)
         self._container.close()
+
+
+X265_DELAY_FRAMES = 3  # x265's B-frame delay + 1 with its default B-pyramid
+
+
+def flush_encoder(stream, frames_sent: int) -> list:
+    """The encoder's last packets, with decode times a muxer takes.
+
+    x265 leaves the decode times of a stream shorter than X265_DELAY_FRAMES uninitialised (x265 issue
+    #781: heap garbage, which the MP4 muxer refuses at random, "not yet implemented"), as a short last
+    segment is. Such a stream has no reordered frames, so its decode times are its presentation times."""
+    packets = stream.encode(None)
+    if stream.codec_context.name == "libx265" and frames_sent < X265_DELAY_FRAMES:
+        for packet in packets:
+            packet.dts = packet.pts
+    return packets
 
 
 def _interlace_options(codec: str, info: VideoInfo) -> dict[str, str]:
