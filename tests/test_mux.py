@@ -161,7 +161,7 @@ def test_b_frame_segments_join_when_frame_gaps_change(tmp_path):
 
 def test_x265_streams_shorter_than_its_delay_mux(tmp_path):
     """x265 leaves the decode times of a stream under 3 frames uninitialised (x265 issue #781) and the MP4
-    muxer refused such a stream at random ("not yet implemented"; 9 in 10 of these clips): twenty
+    muxer refused such a stream at random ("not yet implemented"; 48 of 60 such clips): twenty
     two-frame clips and a two-frame segment all mux with their frames' times."""
     spec = synth.ClipSpec(pix_fmt="yuv420p10le", codec="libx265",
                           options={"preset": "ultrafast", "x265-params": "log-level=error"})
