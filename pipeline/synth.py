@@ -271,13 +271,13 @@ def _write_video(path: Path, frames: Iterable[np.ndarray], spec: ClipSpec) -> fl
         if spec.rotation:
             stream.set_display_rotation(spec.rotation)
         sws_matrix = {1: 1, 5: 5, 6: 5, 9: 9}.get(matrix)
-        last = step = sent = 0
-        for rgb, ts in zip(itertools.chain([first], frames), pts):
+        last = step = 0
+        for sent, (rgb, ts) in enumerate(zip(itertools.chain([first], frames), pts), 1):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
                 format=spec.pix_fmt, src_color_range=2, dst_colorspace=sws_matrix, dst_color_range=rng, threads=1)
             frame.pts, frame.time_base = ts, spec.time_base
             out.mux(stream.encode(frame))
-            step, last, sent = ts - last, ts, sent + 1
+            step, last = ts - last, ts
         out.mux(flush_encoder(stream, sent))
     return float((last + max(step, 1)) * spec.time_base)
 
