@@ -123,7 +123,8 @@ def test_a_face_moving_by_fractions_of_a_pixel_shimmers_less_in_its_crops_than_w
     """A band-limited face (sinusoids up to 0.35 cycles a pixel, evaluated exactly) moves by sub-pixel
     steps and each frame is cut so the crop follows it: ideally every crop is the same. The float cut's
     luma varies from crop to crop less than a plain cubic warp's and is nearer the exact crop (measured:
-    0.58x the cubic cut's variation and 0.55x its error); only the luma changes (R, G and B alike)."""
+    0.58x the cubic warp's variation and 0.55x its error); only the luma differs from the cubic warp's (R,
+    G and B by the same amount)."""
     rng = np.random.default_rng(3)
     freqs = rng.uniform(-0.35, 0.35, (120, 2))
     freqs = freqs[np.hypot(*freqs.T) < 0.35]
