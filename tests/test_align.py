@@ -157,3 +157,13 @@ def test_a_face_moving_by_fractions_of_a_pixel_shimmers_less_in_its_crops_than_w
              for name, c in (("cut", cut), ("cubic", cubic))}
     assert shimmer["cut"] < 0.7 * shimmer["cubic"], shimmer
     assert error["cut"] < 0.7 * error["cubic"], error
+
+
+def test_the_luma_is_doubled_with_opencvs_lanczos_numbers():
+    """The separable 2x enlargement behind the luma cut gives cv2.resize's INTER_LANCZOS4 values away from
+    the border (the cut reads a margin around the crop's footprint, so the border never reaches it)."""
+    img = cv2.GaussianBlur(np.random.default_rng(5).uniform(0, 255, (41, 58)).astype(np.float32), (0, 0), 0.8)
+    expected = cv2.resize(img, None, fx=2, fy=2, interpolation=cv2.INTER_LANCZOS4)
+    got = align._double(img)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got[8:-8, 8:-8], expected[8:-8, 8:-8], atol=1e-3)
