@@ -55,11 +55,11 @@ def paste_changes(geometry, changes: list[tuple[np.ndarray, np.ndarray]], feathe
         shifted = align.shift_origin(m_grid, x0, y0)
         m = align.unwarp(align.crop_mask(change.shape[0], feather=feather), shifted, (y1 - y0, x1 - x0))
         # Lanczos' kernel: what the cut and this paste lose of the frame stays in the output whatever the
-        # restorer removed (frame - paste(cut(frame))). Of white noise, with the cut's cubic kernel, the round
-        # trip kept 28% (rms) at 1.16 crop px a frame px (a large face, its crop at the size cap) and 11% at
-        # 1.5 with a cubic paste, 21% and 5% with this one. The cut stays cubic: it resamples 1.5-2.3x as
-        # many pixels; Lanczos cutting and pasting cost the restore 1.1-1.4x, pasting alone nothing that
-        # could be measured (benchmarks/README.md, issue 10, stops 18 and 19)
+        # restorer removed (frame - paste(cut(frame))). Of white noise, with a cubic cut, the round trip
+        # kept 28% (rms) at 1.16 crop px a frame px (a large face, its crop at the size cap) and 11% at 1.5
+        # with a cubic paste, 21% and 5% with this one, at no cost that could be measured. The cut's luma
+        # goes through Lanczos' kernel too (align.warp_faces): of the luma's noise the round trip keeps 12%
+        # and 2.5% instead of 19% and 4% (tests/test_blend.py; benchmarks/README.md, issue 10, stops 18-20)
         d = align.unwarp(np.asarray(change, np.float32), shifted, (y1 - y0, x1 - x0), cv2.INTER_LANCZOS4)
         at = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
         delta[at] += np.multiply(d, m[..., None], out=d)

@@ -374,7 +374,7 @@ def _colour(pix_fmt: str, colorspace: int, color_range: int, transfer: int, prim
 
 _geometry = functools.lru_cache(maxsize=32)(display_geometry)
 
-CROP_MARGIN = 4  # grid pixels converted around a crop's footprint (bicubic taps, chroma interpolation)
+CROP_MARGIN = 6  # grid pixels converted around a crop's footprint (the luma recut's Lanczos taps, chroma interpolation)
 
 
 class FrameView:

@@ -1,5 +1,6 @@
 """Alignment maths, masks, and the identity round trip (align -> restore -> paste back) on real Frames."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -116,3 +117,53 @@ def test_face_crops_written_into_a_runs_array_are_the_crops_made_alone(data_dir)
     out = np.zeros((2, 64, 64, 3), np.uint8)
     assert align.warp_faces(rgb, transforms, 64, out) is out
     assert np.array_equal(out, align.warp_faces(rgb, transforms, 64)) and out.any()
+
+
+def test_a_face_moving_by_fractions_of_a_pixel_shimmers_less_in_its_crops_than_with_the_cubic_cut():
+    """A band-limited face (sinusoids up to 0.35 cycles a pixel, evaluated exactly) moves by sub-pixel
+    steps and each frame is cut so the crop follows it: ideally every crop is the same. The float cut's
+    luma varies from crop to crop less than a plain cubic warp's and is nearer the exact crop (measured:
+    0.58x the cubic warp's variation and 0.55x its error); only the luma differs from the cubic warp's (R,
+    G and B by the same amount)."""
+    rng = np.random.default_rng(3)
+    freqs = rng.uniform(-0.35, 0.35, (120, 2))
+    freqs = freqs[np.hypot(*freqs.T) < 0.35]
+    amps, phases = rng.normal(0, 40 / np.sqrt(len(freqs)), len(freqs)), rng.uniform(0, 2 * np.pi, len(freqs))
+
+    def face(x, y):
+        return sum(a * np.cos(2 * np.pi * (fx * x + fy * y) + p) for (fx, fy), a, p in zip(freqs, amps, phases))
+
+    size, to_crop = 96, _similarity(1.5, 7, 0, 0)[:, :2].astype(np.float64)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    inverse = np.linalg.inv(to_crop)
+    exact = face(inverse[0, 0] * xs + inverse[0, 1] * ys, inverse[1, 0] * xs + inverse[1, 1] * ys)
+    gy, gx = np.mgrid[0:96, 0:96].astype(np.float64)
+    cut, cubic = [], []
+    for shift in rng.uniform(0, 1, (12, 2)):
+        luma = face(gx - 10 - shift[0], gy - 10 - shift[1])  # frame pixel p shows face point p - 10 - shift
+        rgb = np.stack([luma + 128, luma * 0.8 + 100, luma * 0.5 + 90], -1).astype(np.float32)
+        m = np.hstack([to_crop, -(to_crop @ (10 + shift))[:, None]])
+        got = align.warp_faces(rgb, m[None], size)[0]
+        plain = cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
+        change = got - plain
+        np.testing.assert_allclose(change[..., 1:], change[..., :1].repeat(2, -1), atol=1e-3)
+        cut.append(cv2.cvtColor(got, cv2.COLOR_RGB2GRAY) - 128 * 0.299 - 100 * 0.587 - 90 * 0.114)
+        cubic.append(cv2.cvtColor(plain, cv2.COLOR_RGB2GRAY) - 128 * 0.299 - 100 * 0.587 - 90 * 0.114)
+    inner = (slice(16, -16),) * 2
+    luma_scale = 0.299 + 0.8 * 0.587 + 0.5 * 0.114
+    shimmer = {name: np.sqrt(np.mean(np.var(np.array(c)[(slice(None), *inner)], 0))) for name, c in
+               (("cut", cut), ("cubic", cubic))}
+    error = {name: np.sqrt(np.mean((np.array(c)[(slice(None), *inner)] - luma_scale * exact[inner]) ** 2))
+             for name, c in (("cut", cut), ("cubic", cubic))}
+    assert shimmer["cut"] < 0.7 * shimmer["cubic"], shimmer
+    assert error["cut"] < 0.7 * error["cubic"], error
+
+
+def test_the_luma_is_doubled_with_opencvs_lanczos_numbers():
+    """The separable 2x enlargement behind the luma cut gives cv2.resize's INTER_LANCZOS4 values away from
+    the border (the cut reads a margin around the crop's footprint, so the border never reaches it)."""
+    img = cv2.GaussianBlur(np.random.default_rng(5).uniform(0, 255, (41, 58)).astype(np.float32), (0, 0), 0.8)
+    expected = cv2.resize(img, None, fx=2, fy=2, interpolation=cv2.INTER_LANCZOS4)
+    got = align._double(img)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got[8:-8, 8:-8], expected[8:-8, 8:-8], atol=1e-3)
