@@ -48,8 +48,8 @@ def test_paste_changes_feathers_inside_the_face_and_leaves_the_rest():
 def test_a_crop_pasted_back_keeps_little_of_the_frame_it_replaced(zoom, most, most_luma):
     """A restorer's output replaces the face: what the cut and the paste lose of the frame (fine noise, the
     hardest case) stays in the output whatever the restorer did, so the round trip must carry most of it at
-    the zooms faces are cropped at (a cubic paste kept 28% and 11% back; of the luma's noise 18.7% and 4.0%
-    stayed with a cubic cut, 12.3% and 2.5% with the cut's Lanczos luma)."""
+    the zooms faces are cropped at (a cubic paste kept 28% and 11% back; of the luma's noise 18.8% and 4.0%
+    stayed with a cubic cut, 12.4% and 2.5% with the cut's Lanczos luma)."""
     rng = np.random.default_rng(3)
     frame = rng.normal(128, 10, (240, 240, 3)).astype(np.float32)
     grid = Geometry(shape=(240, 240), to_display=np.eye(2, 3), display_shape=(240, 240))
