@@ -21,7 +21,9 @@ Methods, all on the same degraded frames in the same run:
 
 Per clip and method: face-box and inner-face PSNR, SSIM (scikit-image, luma) in the face box, identity
 cosine to the ground truth (dlib, on IDENTITY_SAMPLES frames), face E_warp (pipeline.metrics.warp_errors:
-flow from the input video), and ms per frame. The ground truth's own face E_warp is given too: it moves
+flow from the input video), the luma's gain against the truth in rings of radial frequency 0.05 cycles a
+frame pixel wide (pipeline.metrics.frequency_response: over 1 is overshoot, under 1 detail lost), and ms
+per frame. The ground truth's own face E_warp is given too: it moves
 without any flicker, so its figure is the part of E_warp that is the input flow's error on detail that
 sharp: a faithful restoration comes near it as it comes near the truth's sharpness (a blurrier video has
 less detail for the flow's error to show, hence a lower E_warp without being steadier). The face box is the photo's detected box carried along the
@@ -165,8 +167,10 @@ def measure_clip(clip, videos: dict[str, list[np.ndarray]], embedder) -> dict:
                                               for k in sampled])),
             "face_e_warp": warp[name]["face_e_warp"],
         }
-    return {**{name: {k: round(v, 4) for k, v in values.items()} for name, values in out.items()},
-            "ground_truth_face_e_warp": round(warp["ground_truth"]["face_e_warp"], 4)}
+    rounded = {name: {k: round(v, 4) for k, v in values.items()} for name, values in out.items()}
+    for name, frames in videos.items():
+        rounded[name]["face_gain_by_frequency"] = [round(g, 3) for g in metrics.frequency_response(frames, clip.clean, boxes)]
+    return {**rounded, "ground_truth_face_e_warp": round(warp["ground_truth"]["face_e_warp"], 4)}
 
 
 def save_png(path: Path, clip, videos: dict[str, list[np.ndarray]]) -> None:

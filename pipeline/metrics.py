@@ -47,6 +47,39 @@ def ssim(a: np.ndarray, b: np.ndarray, box: Box | None = None) -> float:
                                        use_sample_covariance=False, win_size=min(11, side - 1 + side % 2)))
 
 
+RING_WIDTH = 0.05  # cycles a pixel: frequency_response's rings, out to the Nyquist frequency
+
+
+def frequency_response(frames: list[np.ndarray], truths: list[np.ndarray], boxes: list[Box]) -> list[float]:
+    """The luma's gain against the truth per ring of radial frequency (RING_WIDTH wide, from 0 to 0.5
+    cycles a pixel), over a square about each box's centre (the smallest box's side, Hann-windowed):
+    sum Re(F_out conj(F_truth)) / sum |F_truth|^2 over the ring and the frames. 1 is the truth's own
+    amplitude; under 1, detail lost; over 1, amplified beyond the truth (overshoot). What the output has
+    that the truth lacks (noise, ringing out of phase) averages out of the cross-spectrum, so this is the
+    transfer function of whatever made `frames` from `truths`, as far as it is linear."""
+    side = min(min(b[2] - b[0], b[3] - b[1]) for b in boxes)
+    side -= side % 2
+    window = np.outer(np.hanning(side), np.hanning(side))
+    freq = np.hypot(np.fft.fftfreq(side)[:, None], np.fft.fftfreq(side)[None, :])
+    rings = round(0.5 / RING_WIDTH)
+    ring = np.minimum((freq / RING_WIDTH).astype(np.intp), rings).ravel()  # the corners: one more ring, dropped
+    cross, power = np.zeros(rings + 1), np.zeros(rings + 1)
+    for frame, truth, (x0, y0, x1, y1) in zip(frames, truths, boxes):
+        h, w = truth.shape[:2]
+        top = int(np.clip((y0 + y1) // 2 - side // 2, 0, h - side))
+        left = int(np.clip((x0 + x1) // 2 - side // 2, 0, w - side))
+
+        def spectrum(img):
+            square = np.ascontiguousarray(img[top:top + side, left:left + side], np.float32)
+            grey = cv2.cvtColor(square, cv2.COLOR_RGB2GRAY).astype(np.float64)
+            return np.fft.fft2((grey - grey.mean()) * window).ravel()
+
+        out, ref = spectrum(frame), spectrum(truth)
+        cross += np.bincount(ring, (out * np.conj(ref)).real, rings + 1)
+        power += np.bincount(ring, np.abs(ref) ** 2, rings + 1)
+    return [float(c / max(p, 1e-12)) for c, p in zip(cross[:rings], power[:rings])]
+
+
 def inner_face_box(landmarks: np.ndarray, shape) -> Box:
     """Eyes, nose and mouth: the landmarks' box grown by half its larger side on every side (in the frame)."""
     lo, hi = landmarks.min(0), landmarks.max(0)

@@ -33,6 +33,29 @@ def test_cosine_and_landmark_distance():
     assert metrics.landmark_distance(a, a + [3, 4], normalise_by=10) == pytest.approx(0.5)
 
 
+def test_frequency_response_is_the_transfer_function_whatever_noise_is_added():
+    import cv2
+
+    rng = np.random.default_rng(3)
+    truths = [np.repeat(rng.normal(128, 40, (136, 136, 1)), 3, 2).astype(np.float32) for _ in range(8)]
+    sigma = 1.0
+    blurred = [cv2.GaussianBlur(t, (0, 0), sigma) for t in truths]
+    noisy = [b + np.repeat(rng.normal(0, 20, (136, 136, 1)), 3, 2).astype(np.float32) for b in blurred]
+    boxes = [(8, 8, 128, 128)] * 8
+    gain = metrics.frequency_response(noisy, truths, boxes)
+    centres = (np.arange(len(gain)) + 0.5) * metrics.RING_WIDTH
+    transfer = np.exp(-2 * np.pi ** 2 * sigma ** 2 * centres ** 2)
+    # within the rings' width and the noise's share of 8 frames: the noise (as strong as the blurred
+    # signal at 0.2 cycles a px) adds nothing, as a ratio of powers would (0.25 and more above 0.3)
+    # (the lowest ring holds the bins next to the mean the window has removed, which read low: left out)
+    assert np.abs(np.array(gain) - transfer)[1:].max() < 0.03
+    assert metrics.frequency_response(truths, truths, boxes) == pytest.approx([1.0] * len(gain))
+    # an unsharp mask amplifies the middle beyond the truth
+    sharpened = [2 * t - b for t, b in zip(truths, blurred)]
+    mid = metrics.frequency_response(sharpened, truths, boxes)[2]
+    assert mid == pytest.approx(2 - transfer[2], abs=0.05) and mid > 1.2
+
+
 def test_warp_error_follows_motion_and_catches_flicker():
     import cv2
 
