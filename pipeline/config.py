@@ -77,6 +77,11 @@ class RestoreConfig:
     vae_slicing: bool = False  # osdface: VAE one face at a time (less GPU memory, slower)
     fidelity: float = 0.5  # onnx: value of a model's scalar input such as CodeFormer's fidelity weight w
     hdr: str = "convert"  # PQ/HLG faces: convert (to the SDR working space and back exactly) | refuse
+    # fusion: the source blur's transfer is taken as exp(-(f / f0) ** blur_exponent), f0 from the footage's
+    # edges. 2 (a Gaussian) for lens, motion and scanner blur; about 3 for footage that was downscaled and
+    # enlarged again (an SD master upscaled), whose low frequencies are kept almost whole and the rest lost
+    # at once (benchmarks/README.md, issue 10, stop 21)
+    blur_exponent: float = 2.0
 
 
 @dataclass
@@ -167,6 +172,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "references.min_gap": (0, None, False),
     "restore.batch_size": (0, None, False),
     "restore.fidelity": (0, 1, False),
+    "restore.blur_exponent": (2, 4, False),
     "blend.strength": (0, 1, False),
     "blend.temporal": (0, 1, False),
     "blend.feather": (0, 1, False),

@@ -10,9 +10,10 @@ resolution, see process.crop_geometry):
    itself, not the window's median, is what a neighbour must match: a blink or a word lasting three
    frames of the fifteen is this crop's content, not an outlier (against the median it was averaged away
    on real clips);
-3. the average, now much less noisy, is Wiener-deconvolved: the Gaussian PSF's width is *estimated*
-   from the run's own edges, relative to how much the crop enlarged its source (the caller's `scale`),
-   and the signal and noise spectra from its own frames, so a sharp clip gets only the noise the
+3. the average, now much less noisy, is Wiener-deconvolved: the blur's width is *estimated* from the
+   run's own edges, relative to how much the crop enlarged its source (the caller's `scale`), its shape
+   is the configured transfer exp(-(f / f0) ** exponent) (2, a Gaussian, unless the footage is known to
+   be upscaled), and the signal and noise spectra come from its own frames, so a sharp clip gets only the noise the
    averaging left removed, and a blurred one what its blur calls for. Each crop's
    filter comes from its own window, so a result never depends on where a call began.
 
@@ -219,10 +220,12 @@ def _hann(size: int) -> tuple[np.ndarray, float]:
 
 
 class WienerFilter:
-    """Wiener deconvolution of one fused crop: a Gaussian PSF and the crop's own signal and noise power
-    spectra (radially averaged), so frequencies the noise dominates are not amplified."""
+    """Wiener deconvolution of one fused crop: a blur whose transfer is exp(-(2 pi^2 sigma^2 f^2) **
+    (exponent / 2)) (a Gaussian PSF of width sigma for exponent 2; steeper ones keep more below the
+    frequency where it reaches 1/e, the same for all, and less above it), and the crop's own signal and
+    noise power spectra (radially averaged), so frequencies the noise dominates are not amplified."""
 
-    def __init__(self, fused: np.ndarray, noise: np.ndarray, sigma: float):
+    def __init__(self, fused: np.ndarray, noise: np.ndarray, sigma: float, exponent: float = 2.0):
         size = fused.shape[0]
         # the spectra on the crop's own grid (padding would only interpolate them); the filter on the grid
         # of the crop reflect-padded by a quarter of its side, which keeps the ringing of a periodic
@@ -232,8 +235,11 @@ class WienerFilter:
         clean = np.maximum(signal - noise_power, EPS)
         wiener = (clean / (clean + noise_power)).astype(np.float32)  # per ring
         radius2, rings, _ = _rings(size + 2 * self.pad)
-        # 1 / the Gaussian's transfer function; capped where it would overflow (the gain is capped anyway)
-        inverse_otf = np.exp(np.minimum(np.float32(2 * np.pi ** 2 * sigma ** 2) * radius2, 80.0))
+        # 1 / the blur's transfer function; capped where it would overflow (the gain is capped anyway)
+        attenuation = np.float32(2 * np.pi ** 2 * sigma ** 2) * radius2
+        if exponent != 2.0:
+            attenuation **= np.float32(exponent / 2)
+        inverse_otf = np.exp(np.minimum(attenuation, 80.0))
         self.filter = np.minimum(wiener[rings].reshape(radius2.shape) * inverse_otf, MAX_GAIN)
         self.filter[0, 0] = 1.0
 
@@ -253,9 +259,9 @@ def _radial_power(img: np.ndarray) -> np.ndarray:
     return np.bincount(rings, power.ravel(), SPECTRUM_BINS) / counts / energy
 
 
-def restore_run(images: np.ndarray, scale: float, radius: int = TEMPORAL_RADIUS) -> np.ndarray:
+def restore_run(images: np.ndarray, scale: float, radius: int = TEMPORAL_RADIUS, exponent: float = 2.0) -> np.ndarray:
     """Fused and deconvolved RGB crops (float32 0..255) of one ordered run (N, S, S, 3) whose crops enlarge
-    their source `scale` times.
+    their source `scale` times, deconvolved with the blur transfer `exponent` (WienerFilter).
 
     Each crop's Wiener filter is estimated from that crop's own window (its fused luma and what fusion
     removed from it), so a crop's result depends only on its window, never on where a call began: the
@@ -265,13 +271,14 @@ def restore_run(images: np.ndarray, scale: float, radius: int = TEMPORAL_RADIUS)
     images = np.asarray(images, np.float32)
     out = np.empty(images.shape, np.float32)
     parts = run_parts(len(images))
-    restore_part = functools.partial(_restore_part, images, out, scale=scale, radius=radius)
+    restore_part = functools.partial(_restore_part, images, out, scale=scale, radius=radius, exponent=exponent)
     with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="fusion") as pool:
         list(pool.map(restore_part, parts))
     return out
 
 
-def _restore_part(images: np.ndarray, out: np.ndarray, part: range, *, scale: float, radius: int) -> None:
+def _restore_part(images: np.ndarray, out: np.ndarray, part: range, *, scale: float, radius: int,
+                  exponent: float) -> None:
     """Fill out[part] (RGB, 0..255) from the crops the part's windows reach, flowed and converted to yuv on
     their own (the colour conversions too run on the part's thread)."""
     n = len(images)
@@ -287,7 +294,7 @@ def _restore_part(images: np.ndarray, out: np.ndarray, part: range, *, scale: fl
             luma = fused[..., 0]
             # the noise left after averaging: what fusion removed, divided by the crops averaged
             noise = (yuv[i - first, ..., 0] - luma) / np.sqrt(averaged)
-            fused[..., 0] = WienerFilter(luma, noise, estimate_psf_sigma(luma, scale))(luma)
+            fused[..., 0] = WienerFilter(luma, noise, estimate_psf_sigma(luma, scale), exponent)(luma)
         cv2.transform(fused, _RGB, dst=out[i])
         np.clip(out[i], 0, 255, out=out[i])
 
@@ -304,10 +311,11 @@ class FusionRestorer:
 
     def __init__(self, restore_cfg=None):
         self.cfg = restore_cfg
+        self.exponent = restore_cfg.blur_exponent if restore_cfg is not None else 2.0
 
     def restore(self, crops: torch.Tensor, refs: list[TrackRefs] | None = None, scale: float = 1.0) -> torch.Tensor:
         check_crops(crops, self.crop_size)
-        out = restore_run(tensor_to_crops(crops), scale, self.temporal_radius)
+        out = restore_run(tensor_to_crops(crops), scale, self.temporal_radius, self.exponent)
         # scaled in place: a float64 quotient and its float32 copy were two more stacks of fresh memory
         np.divide(out, np.float32(255), out=out)
         return torch.from_numpy(out).permute(0, 3, 1, 2).to(crops.dtype).to(crops.device)
