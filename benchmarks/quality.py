@@ -169,7 +169,8 @@ def measure_clip(clip, videos: dict[str, list[np.ndarray]], embedder) -> dict:
         }
     rounded = {name: {k: round(v, 4) for k, v in values.items()} for name, values in out.items()}
     for name, frames in videos.items():
-        rounded[name]["face_gain_by_frequency"] = [round(g, 3) for g in metrics.frequency_response(frames, clip.clean, boxes)]
+        gains = metrics.frequency_response(frames, clip.clean, boxes)
+        rounded[name]["face_gain_by_frequency"] = [round(g, 3) for g in gains]
     return {**rounded, "ground_truth_face_e_warp": round(warp["ground_truth"]["face_e_warp"], 4)}
 
 

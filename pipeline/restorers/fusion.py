@@ -13,9 +13,9 @@ resolution, see process.crop_geometry):
 3. the average, now much less noisy, is Wiener-deconvolved: the blur's width is *estimated* from the
    run's own edges, relative to how much the crop enlarged its source (the caller's `scale`), its shape
    is the configured transfer exp(-(f / f0) ** exponent) (2, a Gaussian, unless the footage is known to
-   be upscaled), and the signal and noise spectra come from its own frames, so a sharp clip gets only the noise the
-   averaging left removed, and a blurred one what its blur calls for. Each crop's
-   filter comes from its own window, so a result never depends on where a call began.
+   be upscaled), and the signal and noise spectra come from its own frames, so a sharp clip gets only
+   the noise the averaging left removed, and a blurred one what its blur calls for. Each crop's filter
+   comes from its own window, so a result never depends on where a call began.
 
 Only this track's own pixels are used, which is why archivists can choose it.
 """
@@ -259,7 +259,8 @@ def _radial_power(img: np.ndarray) -> np.ndarray:
     return np.bincount(rings, power.ravel(), SPECTRUM_BINS) / counts / energy
 
 
-def restore_run(images: np.ndarray, scale: float, radius: int = TEMPORAL_RADIUS, exponent: float = 2.0) -> np.ndarray:
+def restore_run(images: np.ndarray, scale: float, radius: int = TEMPORAL_RADIUS,
+                exponent: float = 2.0) -> np.ndarray:
     """Fused and deconvolved RGB crops (float32 0..255) of one ordered run (N, S, S, 3) whose crops enlarge
     their source `scale` times, deconvolved with the blur transfer `exponent` (WienerFilter).
 
