@@ -75,6 +75,7 @@ SHRINK = 0.85
 PSF_RAMP = (0.5, 1.0)  # source px
 MAX_PSF = 4.0  # px; never deconvolve wider than this, whatever the estimate
 MAX_GAIN = 3.0  # the deconvolution amplifies no frequency more than this
+GAUSSIAN = 2.0  # the blur transfer's exponent for a Gaussian PSF (restore.blur_exponent's default)
 SPECTRUM_BINS = 48  # radial frequency bins of a crop's power spectra
 EPS = 1e-6
 
@@ -225,7 +226,7 @@ class WienerFilter:
     frequency where it reaches 1/e, the same for all, and less above it), and the crop's own signal and
     noise power spectra (radially averaged), so frequencies the noise dominates are not amplified."""
 
-    def __init__(self, fused: np.ndarray, noise: np.ndarray, sigma: float, exponent: float = 2.0):
+    def __init__(self, fused: np.ndarray, noise: np.ndarray, sigma: float, exponent: float = GAUSSIAN):
         size = fused.shape[0]
         # the spectra on the crop's own grid (padding would only interpolate them); the filter on the grid
         # of the crop reflect-padded by a quarter of its side, which keeps the ringing of a periodic
@@ -237,8 +238,7 @@ class WienerFilter:
         radius2, rings, _ = _rings(size + 2 * self.pad)
         # 1 / the blur's transfer function; capped where it would overflow (the gain is capped anyway)
         attenuation = np.float32(2 * np.pi ** 2 * sigma ** 2) * radius2
-        if exponent != 2.0:
-            attenuation **= np.float32(exponent / 2)
+        attenuation **= np.float32(exponent / 2)  # a power of 1 (the Gaussian) leaves it exactly as it is
         inverse_otf = np.exp(np.minimum(attenuation, 80.0))
         self.filter = np.minimum(wiener[rings].reshape(radius2.shape) * inverse_otf, MAX_GAIN)
         self.filter[0, 0] = 1.0
@@ -260,7 +260,7 @@ def _radial_power(img: np.ndarray) -> np.ndarray:
 
 
 def restore_run(images: np.ndarray, scale: float, radius: int = TEMPORAL_RADIUS,
-                exponent: float = 2.0) -> np.ndarray:
+                exponent: float = GAUSSIAN) -> np.ndarray:
     """Fused and deconvolved RGB crops (float32 0..255) of one ordered run (N, S, S, 3) whose crops enlarge
     their source `scale` times, deconvolved with the blur transfer `exponent` (WienerFilter).
 
@@ -312,7 +312,7 @@ class FusionRestorer:
 
     def __init__(self, restore_cfg=None):
         self.cfg = restore_cfg
-        self.exponent = restore_cfg.blur_exponent if restore_cfg is not None else 2.0
+        self.exponent = restore_cfg.blur_exponent if restore_cfg is not None else GAUSSIAN
 
     def restore(self, crops: torch.Tensor, refs: list[TrackRefs] | None = None, scale: float = 1.0) -> torch.Tensor:
         check_crops(crops, self.crop_size)
