@@ -36,6 +36,7 @@ class GroundTruthClip:
     degraded: list[np.ndarray]  # the same frames degraded: the input to restore
     landmarks: np.ndarray  # (N, 5, 2) exact landmarks of the face on every frame
     boxes: np.ndarray  # (N, 4) x0, y0, x1, y1: the photo's detected face box carried along the path (its bounds)
+    motion: np.ndarray  # (N, 2, 3) the exact camera path: scene coordinates -> frame t (metrics.motion_warp_error)
 
 
 def _largest_face(faces):
@@ -51,7 +52,7 @@ def _detector():
 def make_ground_truth_clip(photo: str | Path | np.ndarray, n_frames: int = 24, size: int | tuple[int, int] = 512,
                            seed: int = 0, detector=None, face_size: float | None = None,
                            degradation: str = "chain") -> GroundTruthClip:
-    """A clean clip of the photo's face on a smooth path, its degraded version, exact landmarks and boxes.
+    """A clean clip of the photo's face on a smooth path, its degraded version, exact landmarks, boxes and motion.
 
     size: the frame, square side or (width, height). Without face_size the photo is cropped around its
     face (FACE_MARGIN face sizes) and the crop fills the frame. With face_size the whole photo is shown
@@ -94,7 +95,7 @@ def make_ground_truth_clip(photo: str | Path | np.ndarray, n_frames: int = 24, s
     moved = np.einsum("nij,pj->npi", transforms[:, :, :2], points) + transforms[:, None, :, 2]
     boxes = np.concatenate([moved[:, 5:].min(1), moved[:, 5:].max(1)], 1)
     return GroundTruthClip(clean, degrade(clean, seed=seed, kind=degradation), moved[:, :5].astype(np.float32),
-                           boxes.astype(np.float32))
+                           boxes.astype(np.float32), transforms)
 
 
 def ground_truth_trackset(landmarks: np.ndarray):

@@ -198,6 +198,33 @@ class StreamedWarpError:
         return {"e_warp": error(False), "face_e_warp": error(True) if self.has_face else None}
 
 
+MOTION_MARGIN = 3  # px; pixels that far from where a frame's source leaves the previous frame are left out
+
+
+def motion_warp_error(frames: list[np.ndarray], motion: np.ndarray, boxes: list[Box]) -> float:
+    """E_warp along a known motion (a generated clip's, where the camera path is exact): each frame's
+    previous one carried onto it by the exact affine motion[t] @ inverse(motion[t - 1]) (motion[t] maps the
+    scene to frame t; Lanczos), the mean squared difference inside frame t's box, over the pixels whose
+    source lies inside the previous frame, in FlowField.warp_error's units. No flow is estimated, so none
+    of its error is counted: a video steady on the scene reads only the resampling's own small error, and
+    what it reads above that is flicker. (FlowField's input-flow E_warp, all that real footage allows, also
+    counts the flow's sub-pixel error times the video's sharpness.)"""
+    h, w = frames[0].shape[:2]
+    total, count = 0.0, 0
+    for t in range(1, len(frames)):
+        step = (np.vstack([motion[t], (0, 0, 1)]) @ np.linalg.inv(np.vstack([motion[t - 1], (0, 0, 1)])))[:2]
+        inside = cv2.warpAffine(np.ones((h, w), np.uint8), step, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
+        inside = cv2.erode(inside, np.ones((2 * MOTION_MARGIN + 1,) * 2, np.uint8))
+        carried = cv2.warpAffine(frames[t - 1].astype(np.float32), step, (w, h), flags=cv2.INTER_LANCZOS4,
+                                 borderMode=cv2.BORDER_REPLICATE)
+        x0, y0, x1, y1 = boxes[t]
+        valid = inside[y0:y1, x0:x1] > 0
+        diff = (frames[t].astype(np.float32)[y0:y1, x0:x1] - carried[y0:y1, x0:x1])[valid] / 255.0
+        total += float(np.square(diff).sum())
+        count += int(valid.sum())
+    return 1000.0 * total / max(count, 1)
+
+
 def warp_errors(input_frames: list[np.ndarray], videos: dict[str, list[np.ndarray]],
                 face_boxes: list[Box | None]) -> dict[str, dict[str, float | None]]:
     """E_warp of each named video, whole frame and face (see the module docstring): {name: {"e_warp",

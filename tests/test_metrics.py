@@ -68,3 +68,23 @@ def test_warp_error_follows_motion_and_catches_flicker():
     assert steady < 0.3 * flow.warp_error(flicker)
     assert flow.warp_error(moving, [None, (0, 0, 60, 60), None, (0, 0, 60, 60)]) < 0.3 * flow.warp_error(
         flicker, [None, (0, 0, 60, 60), None, (0, 0, 60, 60)])
+
+
+def test_motion_warp_error_counts_flicker_and_not_the_scenes_motion():
+    import cv2
+
+    from pipeline import synth
+
+    rng = np.random.default_rng(2)
+    photo = cv2.GaussianBlur(rng.integers(0, 255, (160, 200, 3)).astype(np.uint8), (0, 0), 1.2)
+    frames, motion = synth.clean_clip(photo, 6, (96, 80), seed=1, shift=0.3, angle=10)
+    boxes = [(16, 16, 80, 64)] * 6
+    steady = metrics.motion_warp_error(frames, motion, boxes)
+    flicker = [np.clip(f + rng.normal(0, 3, f.shape), 0, 255).astype(np.uint8) for f in frames]
+    # the truth moved exactly reads only Lanczos' error, far under noise of 3 levels (2 x 3^2 x 3 / 255^2 x 1000)
+    assert steady < 0.05 * metrics.motion_warp_error(flicker, motion, boxes)
+    # a frame held still, or the motion taken the wrong way, is change the measure must see
+    assert steady < 0.3 * metrics.motion_warp_error([frames[0]] * 6, motion, boxes)
+    assert steady < 0.3 * metrics.motion_warp_error(frames[::-1], motion, boxes)
+    # the input-flow E_warp of the same steady truth counts the flow's own error too
+    assert metrics.FlowField(frames).warp_error(frames, boxes) > 2 * steady

@@ -149,16 +149,22 @@ def test_e_warp_of_a_steady_video_grows_with_its_sharpness(photo, detector):
     softened = [cv2.GaussianBlur(f, (0, 0), 1.5) for f in clip.clean]
     errors = metrics.warp_errors(clip.degraded, {"truth": clip.clean, "softened": softened}, box)
     assert errors["truth"]["face_e_warp"] > 2 * errors["softened"]["face_e_warp"] > 0
+    # along the clip's exact motion (no flow) the same steady truth reads far less: the rest was the flow's
+    assert metrics.motion_warp_error(clip.clean, clip.motion, box) < 0.5 * errors["truth"]["face_e_warp"]
 
 
 def test_the_summary_counts_e_warp_above_the_baseline_and_above_the_truth():
     from benchmarks.quality import _summary
 
-    def row(reelface, baseline, truth):
+    def row(reelface, baseline, truth, reelface_true=0.01, baseline_true=0.02):
         method = {"face_psnr": 30.0, "identity_cosine": 0.9}
-        return {"input": {**method, "face_e_warp": 1.0}, "baseline": {**method, "face_e_warp": baseline},
-                "reelface": {**method, "face_e_warp": reelface}, "ground_truth_face_e_warp": truth}
+        return {"input": {**method, "face_e_warp": 1.0, "face_e_warp_true_motion": 0.5},
+                "baseline": {**method, "face_e_warp": baseline, "face_e_warp_true_motion": baseline_true},
+                "reelface": {**method, "face_e_warp": reelface, "face_e_warp_true_motion": reelface_true},
+                "ground_truth_face_e_warp": truth}
 
-    summary = _summary([row(0.3, 0.2, 0.5), row(0.6, 0.2, 0.5), row(0.1, 0.2, 0.5)], {})
+    summary = _summary([row(0.3, 0.2, 0.5), row(0.6, 0.2, 0.5), row(0.1, 0.2, 0.5, reelface_true=0.03)], {})
     assert summary["face_e_warp_above_baseline"] == 2
     assert summary["face_e_warp_above_baseline_and_ground_truth"] == 1
+    assert summary["face_e_warp_true_motion_above_baseline"] == 1
+    assert summary["face_e_warp_true_motion_reelface_over_baseline"] == {"max": 1.5, "mean": 0.833}
