@@ -47,6 +47,15 @@ AGREEMENT_BLUR = 1.0  # px; distance measured on lightly blurred images so the n
 # and the sampling leave misaligned, which is not disagreement (on aliased clips it rejected the very
 # neighbours that average the aliasing out)
 EDGE_SLACK = 0.5
+# The agreement scale is also at least the window's own fine-scale jitter from frame to frame at each pixel
+# (roughness): where a sampled-down source aliases, or fine detail lands on the frame's grid a little
+# differently in every frame, each crop differs from all its neighbours by more than the noise, and judged
+# on the noise alone the neighbours were rejected there and the crop's own aliasing kept, which flickered
+# (stop 22). A change that holds over frames (a blink) or changes smoothly (an opening mouth, a ramp) has
+# no second difference in time, and one spread over an area (a mouth) little detail finer than
+# ROUGH_SCALE, so it is still the crop's own content.
+ROUGH_SCALE = 2.0  # px at flow size
+ROUGH_STEP = 2  # px at flow size; jitter is measured on every other pixel each way and interpolated
 # Blur estimate: edge gradients before/after a known re-blur (Zhuo & Sim 2011), in crop pixels. A crop
 # enlarges its face `scale` times (process.crop_geometry), so a sharp source's edges read as wide as the
 # measurement's own floor and the source's edge width enlarged: on the tuning photos' sharp ground truth,
@@ -147,14 +156,16 @@ def fuse(yuv: np.ndarray, flows: PairFlows, i: int, span: range) -> tuple[np.nda
     blur = AGREEMENT_BLUR * flows.flow_size / flows.size
     dist = np.zeros_like(luma_small)  # the crop's own distance is 0
     for k in range(1, len(luma_small)):
-        dist[k] = np.abs(_blur(luma_small[k] - reference, blur))
+        dist[k] = _blur(luma_small[k] - reference, blur)
+    rough = roughness(dist, np.argsort([i, *others]))
+    np.abs(dist, out=dist)
     # noise of the blurred distance, robustly, from the neighbours' pixels the flow trusts (every other
     # pixel each way is plenty for a median); a floor keeps a clean static window from rejecting every
     # neighbour
     noise = max(1.4826 * float(np.median(dist[1:, ::2, ::2][conf_arr[1:, ::2, ::2] > 0.5])), 0.5)
     smooth = _blur(reference, blur)
     slope = np.hypot(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1)) / 8.0  # levels a px
-    tau = AGREEMENT * np.sqrt(noise ** 2 + (EDGE_SLACK * slope) ** 2)
+    tau = AGREEMENT * np.sqrt(np.maximum(noise, rough) ** 2 + (EDGE_SLACK * slope) ** 2)
     # weight conf * exp(-d^2 / 2 tau^2), neighbour by neighbour in place: whole-stack numpy temporaries
     # cost more than the arithmetic (the crop itself keeps conf 1 and distance 0: it always counts fully)
     weights, gain = conf_arr, np.float32(-0.5) / np.square(tau)
@@ -179,6 +190,23 @@ def fuse(yuv: np.ndarray, flows: PairFlows, i: int, span: range) -> tuple[np.nda
         cv2.accumulate(w, total)
     out[..., 0] = luma / np.maximum(total, EPS)
     return out, effective
+
+
+def roughness(differences: np.ndarray, timeline: np.ndarray) -> np.ndarray:
+    """Per pixel (flow size, float32): how much the window's crops jitter from one frame to the next at fine
+    scale, in grey levels (0 for fewer than three crops). `differences` are the crops' blurred differences to
+    the crop being fused, `timeline` their order in time. Their detail finer than ROUGH_SCALE goes through
+    second differences in time, which a steady or smoothly changing pixel leaves at 0, and the robust spread
+    of those (MAD, / sqrt(6): white noise reads its own sigma) is the jitter. Measured on every ROUGH_STEP-th
+    pixel each way and interpolated."""
+    if len(differences) < 3:
+        return np.zeros(differences.shape[1:], np.float32)
+    fine = differences[timeline, ::ROUGH_STEP, ::ROUGH_STEP]  # a new array
+    for d in fine:
+        d -= _blur(d, ROUGH_SCALE / ROUGH_STEP)
+    second = fine[2:] - 2 * fine[1:-1] + fine[:-2]
+    jitter = (np.median(np.abs(second), axis=0) * np.float32(1.4826 / np.sqrt(6.0))).astype(np.float32)
+    return cv2.resize(jitter, differences.shape[2:0:-1], interpolation=cv2.INTER_LINEAR)
 
 
 def estimate_psf_sigma(luma: np.ndarray, scale: float) -> float:
