@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.restorers.fusion import FusionRestorer, WienerFilter, estimate_psf_sigma
+from pipeline.restorers.fusion import FusionRestorer, WienerFilter, estimate_psf_sigma, roughness
 
 INNER_GAIN = 2.6  # dB; measured 2.63 (2.95 before the deconvolution followed the crop scale: this clip lost, larger faces gained)
 FACE_GAIN = 2.6  # dB; measured 2.76
@@ -124,6 +124,45 @@ def test_a_brief_change_is_the_crops_own_content_not_an_outlier():
     out = FusionRestorer().restore(blinked, None)[5]
     region = (slice(None), slice(50, 70), slice(50, 70))
     assert float((out[region] - blinked[5][region]).mean().abs()) < 0.03  # against the majority: ~0.2
+
+
+def test_roughness_reads_frame_to_frame_jitter_and_not_steady_or_smooth_change():
+    rng = np.random.default_rng(5)
+    n, size = 15, 64
+    timeline = rng.permutation(n)  # the stack's order is not time's: roughness sorts it
+    steady = np.zeros((n, size, size), np.float32)
+    steady[:, 16:48, 16:48] += np.linspace(0, 40, n, dtype=np.float32)[:, None, None]  # a ramp: smooth in time
+    steady[6:9, 40:60, 40:60] -= 60  # a blink: three frames
+    assert float(np.abs(roughness(steady[np.argsort(timeline)], timeline)).max()) < 0.1
+    sigma = 4.0
+    jitter = rng.normal(0, sigma, (n, size, size)).astype(np.float32)
+    read = roughness((steady + jitter)[np.argsort(timeline)], timeline)[8:-8, 8:-8]
+    # independent noise in every frame reads its sigma, less the little of it coarser than ROUGH_SCALE
+    assert 0.8 * sigma < float(np.median(read)) < 1.0 * sigma
+    assert not roughness(jitter[:2], np.arange(2)).any()  # two crops have no second difference
+
+
+def test_fine_jitter_that_differs_in_every_crop_is_averaged_not_kept():
+    """Aliasing on detail: every crop differs from all the others at fine scale in one region, far more than
+    the noise elsewhere. Each crop's own jitter there is averaged away at least as much as a plain average
+    of the window would (judged on the noise alone, the neighbours were rejected and the crop kept 0.31 of
+    its own)."""
+    rng = np.random.default_rng(1)
+    n, size = 15, 128
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    base = (0.5 + 0.2 * np.sin(6 * xx + 2 * yy) * np.cos(5 * yy)).astype(np.float32)
+    frames = []
+    for _ in range(n):
+        frame = base + rng.normal(0, 0.004, base.shape).astype(np.float32)
+        fine = cv2.GaussianBlur(rng.normal(0, 0.25, base.shape).astype(np.float32), (0, 0), 1.0)
+        frame[40:88, 40:88] += fine[40:88, 40:88]
+        frames.append(np.repeat(frame[None], 3, 0))
+    crops = torch.from_numpy(np.clip(np.stack(frames), 0, 1))
+    out = FusionRestorer().restore(crops, None)[7]
+    region = (slice(None), slice(48, 80), slice(48, 80))
+    truth = torch.from_numpy(base)[48:80, 48:80]
+    kept = float((out[region] - truth).std()) / float((crops[7][region] - truth).std())
+    assert kept < 1 / np.sqrt(n)
 
 
 def test_outlier_neighbour_is_rejected():

@@ -197,8 +197,8 @@ def roughness(differences: np.ndarray, timeline: np.ndarray) -> np.ndarray:
     scale, in grey levels (0 for fewer than three crops). `differences` are the crops' blurred differences to
     the crop being fused, `timeline` their order in time. Their detail finer than ROUGH_SCALE goes through
     second differences in time, which a steady or smoothly changing pixel leaves at 0, and the robust spread
-    of those (MAD, / sqrt(6): white noise reads its own sigma) is the jitter. Measured on every ROUGH_STEP-th
-    pixel each way and interpolated."""
+    of those (MAD, / sqrt(6): independent noise in every frame reads its own sigma, less the little of it
+    coarser than ROUGH_SCALE) is the jitter. Measured on every ROUGH_STEP-th pixel each way and interpolated."""
     if len(differences) < 3:
         return np.zeros(differences.shape[1:], np.float32)
     fine = differences[timeline, ::ROUGH_STEP, ::ROUGH_STEP]  # a new array
