@@ -5,8 +5,9 @@ resolution, see process.crop_geometry):
 1. every crop's 2r nearest crops are flow-aligned to it (crop_flow.RunFlows: DIS between neighbouring
    crops, the chain composed for the others, each flow computed once for the whole run);
 2. the aligned stack is averaged with per-pixel weights that drop where a neighbour disagrees with the
-   crop itself by more than the noise and the edge's slope explain (occlusion, blinks) or where the
-   flow fails its forward-backward check, so outliers are rejected instead of smeared in. The crop
+   crop itself by more than the noise, the edge's slope and the window's own fine jitter from frame to
+   frame there explain (occlusion, blinks) or where the flow fails its forward-backward check, so outliers
+   are rejected instead of smeared in, and aliasing that differs in every frame is averaged out. The crop
    itself, not the window's median, is what a neighbour must match: a blink or a word lasting three
    frames of the fifteen is this crop's content, not an outlier (against the median it was averaged away
    on real clips);
