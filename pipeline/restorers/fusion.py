@@ -155,7 +155,7 @@ def fuse(yuv: np.ndarray, flows: PairFlows, i: int, span: range) -> tuple[np.nda
     luma_small = stack[..., 0]
     reference = luma_small[0]
     blur = AGREEMENT_BLUR * flows.flow_size / flows.size
-    dist = np.zeros_like(luma_small)  # the crop's own distance is 0
+    dist = np.zeros_like(luma_small)  # blurred differences to the crop (its own: 0); then their magnitudes
     for k in range(1, len(luma_small)):
         dist[k] = _blur(luma_small[k] - reference, blur)
     rough = roughness(dist, np.argsort([i, *others]))
