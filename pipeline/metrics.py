@@ -219,7 +219,7 @@ def motion_warp_error(frames: list[np.ndarray], motion: np.ndarray, boxes: list[
                                  borderMode=cv2.BORDER_REPLICATE)
         x0, y0, x1, y1 = boxes[t]
         valid = inside[y0:y1, x0:x1] > 0
-        diff = (frames[t].astype(np.float32)[y0:y1, x0:x1] - carried[y0:y1, x0:x1])[valid] / 255.0
+        diff = (frames[t][y0:y1, x0:x1].astype(np.float32) - carried[y0:y1, x0:x1])[valid] / 255.0
         total += float(np.square(diff).sum())
         count += int(valid.sum())
     return 1000.0 * total / max(count, 1)

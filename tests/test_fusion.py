@@ -140,6 +140,10 @@ def test_roughness_reads_frame_to_frame_jitter_and_not_steady_or_smooth_change()
     # independent noise in every frame reads its sigma, less the little of it coarser than ROUGH_SCALE
     assert 0.8 * sigma < float(np.median(read)) < 1.0 * sigma
     assert not roughness(jitter[:2], np.arange(2)).any()  # two crops have no second difference
+    # a change over an area, however fast (a mouth in speech), has no fine detail inside it: not jitter there
+    area = np.zeros((n, size, size), np.float32)
+    area[:, 12:52, 12:52] = rng.uniform(-40, 40, n)[:, None, None]
+    assert float(np.abs(roughness(area, np.arange(n))[22:42, 22:42]).max()) < 0.5
 
 
 def test_fine_jitter_that_differs_in_every_crop_is_averaged_not_kept():

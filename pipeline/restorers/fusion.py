@@ -196,7 +196,7 @@ def fuse(yuv: np.ndarray, flows: PairFlows, i: int, span: range) -> tuple[np.nda
 def roughness(differences: np.ndarray, timeline: np.ndarray) -> np.ndarray:
     """Per pixel (flow size, float32): how much the window's crops jitter from one frame to the next at fine
     scale, in grey levels (0 for fewer than three crops). `differences` are the crops' blurred differences to
-    the crop being fused, `timeline` their order in time. Their detail finer than ROUGH_SCALE goes through
+    the crop being fused, `timeline` the indices that put them in time order. Their detail finer than ROUGH_SCALE goes through
     second differences in time, which a steady or smoothly changing pixel leaves at 0, and the robust spread
     of those (MAD, / sqrt(6): independent noise in every frame reads its own sigma, less the little of it
     coarser than ROUGH_SCALE) is the jitter. Measured on every ROUGH_STEP-th pixel each way and interpolated."""
